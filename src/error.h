@@ -1,0 +1,11 @@
+/* Filling a caller-owned moe_error: the one way the engine reports failure. */
+#ifndef MOE_ERROR_H
+#define MOE_ERROR_H
+
+#include "moescope/moescope.h"
+
+/* Format a message into err (which may be NULL) and return `code`. */
+moe_status moe_fail(moe_error *err, moe_status code, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif

@@ -1,0 +1,627 @@
+/* Vector kernels: the one place where SIMD lives.
+ *
+ * Every kernel exists three times: portable C, AVX2 (with FMA and F16C) and
+ * AVX-512 (F, BW, VL). All three are compiled into every x86-64 build; the
+ * ISA-specific ones carry target attributes, and kern_init picks the best
+ * one this CPU runs, or the one MOESCOPE_ISA names. Weights are read with
+ * unaligned loads, since tensors in a mapped file may sit at any offset. */
+#include "kernels.h"
+
+#include <assert.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
+#define KERN_X86 1
+#include <cpuid.h>
+#include <immintrin.h>
+#endif
+
+#define INLINE static inline __attribute__((always_inline))
+
+static size_t dtype_size(moe_dtype t)
+{
+    return t == MOE_F32 ? 4 : 2;
+}
+
+/* ---- scalar conversions ----------------------------------------------- */
+
+static uint32_t f32_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    return u;
+}
+
+static float bits_f32(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+float kern_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff;
+    if (exp == 0x1f) /* inf, or NaN with its payload kept */
+        return bits_f32(sign | 0x7f800000 | man << 13);
+    if (exp == 0) { /* zero or subnormal: man · 2^-24, exact in f32 */
+        float f = (float)man * 0x1p-24f;
+        return sign ? -f : f;
+    }
+    return bits_f32(sign | (exp + 127 - 15) << 23 | man << 13);
+}
+
+float kern_bf16_to_f32(uint16_t h)
+{
+    return bits_f32((uint32_t)h << 16);
+}
+
+uint16_t kern_f32_to_f16(float f)
+{
+    uint32_t u = f32_bits(f);
+    uint16_t sign = (uint16_t)((u >> 16) & 0x8000);
+    uint32_t x = u & 0x7fffffff;
+
+    if (x > 0x7f800000) /* NaN: quiet, with the top of the payload */
+        return sign | 0x7e00 | ((x >> 13) & 0x3ff);
+    if (x >= 0x477ff000) /* >= 65520, halfway past the largest f16: inf */
+        return sign | 0x7c00;
+    if (x >= 0x38800000) { /* normal: rebias, round the 13 dropped bits */
+        x -= (uint32_t)(127 - 15) << 23;
+        x += 0xfff + ((x >> 13) & 1);
+        return sign | (uint16_t)(x >> 13);
+    }
+    if (x <= 0x33000000) /* <= 2^-25: rounds to zero (the tie goes to even) */
+        return sign;
+    /* subnormal: the value in units of 2^-24 is man · 2^(exp - 126) */
+    uint32_t exp = x >> 23, man = (x & 0x7fffff) | 0x800000;
+    uint32_t shift = 126 - exp; /* 14 .. 24 */
+    uint32_t r = man >> shift, rest = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (r & 1)))
+        r++; /* may carry into the smallest normal, which is right */
+    return sign | (uint16_t)r;
+}
+
+uint16_t kern_f32_to_bf16(float f)
+{
+    uint32_t u = f32_bits(f);
+    if ((u & 0x7fffffff) > 0x7f800000) /* NaN: quiet, so it cannot become inf */
+        return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fff + ((u >> 16) & 1); /* overflow rounds to inf, as it should */
+    return (uint16_t)(u >> 16);
+}
+
+/* ---- portable C ------------------------------------------------------- */
+
+static void p_to_f32(moe_dtype t, const void *src, float *dst, size_t n)
+{
+    const unsigned char *s = src;
+    uint16_t h;
+    switch (t) {
+    case MOE_F16:
+        for (size_t i = 0; i < n; i++) {
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = kern_f16_to_f32(h);
+        }
+        break;
+    case MOE_BF16:
+        for (size_t i = 0; i < n; i++) {
+            memcpy(&h, s + 2 * i, 2);
+            dst[i] = kern_bf16_to_f32(h);
+        }
+        break;
+    default:
+        memcpy(dst, src, n * sizeof *dst);
+    }
+}
+
+static float sum8(const float *a)
+{
+    return ((a[0] + a[1]) + (a[2] + a[3])) + ((a[4] + a[5]) + (a[6] + a[7]));
+}
+
+/* Rows are converted a chunk at a time and shared by the n (<= 4) vectors.
+ * Eight partial sums per dot product bound the rounding error as the SIMD
+ * versions do. */
+static void p_rows(moe_dtype t, const void *W, size_t cols, const float *X, size_t n, float *Y,
+                   size_t ldy, size_t r0, size_t r1)
+{
+    enum { CHUNK = 256 };
+    size_t rb = cols * dtype_size(t);
+    float w[CHUNK];
+    for (size_t r = r0; r < r1; r++) {
+        const unsigned char *row = (const unsigned char *)W + r * rb;
+        float acc[4][8] = {{0}};
+        for (size_t j0 = 0; j0 < cols; j0 += CHUNK) {
+            size_t m = cols - j0 < CHUNK ? cols - j0 : CHUNK;
+            p_to_f32(t, row + j0 * dtype_size(t), w, m);
+            for (size_t v = 0; v < n; v++) {
+                const float *x = X + v * cols + j0;
+                size_t j = 0;
+                for (; j + 8 <= m; j += 8)
+                    for (int k = 0; k < 8; k++)
+                        acc[v][k] += w[j + k] * x[j + k];
+                for (; j < m; j++)
+                    acc[v][j % 8] += w[j] * x[j];
+            }
+        }
+        for (size_t v = 0; v < n; v++)
+            Y[v * ldy + r] = sum8(acc[v]);
+    }
+}
+
+static float p_dot(const float *a, const float *b, size_t n)
+{
+    float acc[8] = {0};
+    for (size_t i = 0; i < n; i++)
+        acc[i % 8] += a[i] * b[i];
+    return sum8(acc);
+}
+
+static void p_axpy(float a, const float *x, float *y, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        y[i] += a * x[i];
+}
+
+/* Instantiate a row kernel for each weight type and 1-4 vectors: with both
+ * as constants the compiler keeps every accumulator in a register. */
+#define ROWS_DISPATCH(kernel, t, n, ...)                                                       \
+    switch ((int)(t) * 4 + (int)(n) - 1) {                                                     \
+    case 0: kernel(MOE_F32, 1, __VA_ARGS__); break;                                            \
+    case 1: kernel(MOE_F32, 2, __VA_ARGS__); break;                                            \
+    case 2: kernel(MOE_F32, 3, __VA_ARGS__); break;                                            \
+    case 3: kernel(MOE_F32, 4, __VA_ARGS__); break;                                            \
+    case 4: kernel(MOE_F16, 1, __VA_ARGS__); break;                                            \
+    case 5: kernel(MOE_F16, 2, __VA_ARGS__); break;                                            \
+    case 6: kernel(MOE_F16, 3, __VA_ARGS__); break;                                            \
+    case 7: kernel(MOE_F16, 4, __VA_ARGS__); break;                                            \
+    case 8: kernel(MOE_BF16, 1, __VA_ARGS__); break;                                           \
+    case 9: kernel(MOE_BF16, 2, __VA_ARGS__); break;                                           \
+    case 10: kernel(MOE_BF16, 3, __VA_ARGS__); break;                                          \
+    case 11: kernel(MOE_BF16, 4, __VA_ARGS__); break;                                          \
+    default: assert(!"bad dtype or vector count");                                             \
+    }
+
+#ifdef KERN_X86
+
+/* ---- AVX2 + FMA + F16C: 8 lanes --------------------------------------- */
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+/* 8 weights starting at p, as f32. */
+AVX2 INLINE __m256 y_load(moe_dtype t, const unsigned char *p)
+{
+    switch (t) {
+    case MOE_F16:
+        return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    case MOE_BF16: /* bf16 is the top half of an f32 */
+        return _mm256_castsi256_ps(
+            _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)p)), 16));
+    default:
+        return _mm256_loadu_ps((const float *)p);
+    }
+}
+
+/* k < 8 weights, zero-padded; AVX2 has no 16-bit masked load. */
+AVX2 INLINE __m256 y_load_part(moe_dtype t, const unsigned char *p, size_t k)
+{
+    unsigned char buf[32] = {0};
+    memcpy(buf, p, k * dtype_size(t));
+    return y_load(t, buf);
+}
+
+AVX2 INLINE float y_sum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* R rows of W (starting at W) against NX vectors: Y[v*ldy + i] for i < R.
+ * U accumulators per (row, vector) pair keep at least eight FMA chains in
+ * flight, which hides the FMA latency when R·NX is small. */
+AVX2 INLINE void y_block(moe_dtype t, const int R, const int NX, const unsigned char *W, size_t cols,
+                         const float *X, float *Y, size_t ldy)
+{
+    const int U = R * NX >= 6 ? 1 : 2;
+    const size_t es = dtype_size(t), rb = cols * es;
+    __m256 acc[4][4][2];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++)
+#pragma GCC unroll 2
+            for (int u = 0; u < U; u++)
+                acc[i][v][u] = _mm256_setzero_ps();
+
+    size_t j = 0;
+    for (; j + 8 * (size_t)U <= cols; j += 8 * (size_t)U) {
+#pragma GCC unroll 2
+        for (int u = 0; u < U; u++) {
+            __m256 x[4];
+#pragma GCC unroll 4
+            for (int v = 0; v < NX; v++)
+                x[v] = _mm256_loadu_ps(X + v * cols + j + 8 * u);
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++) {
+                __m256 w = y_load(t, W + i * rb + (j + 8 * u) * es);
+#pragma GCC unroll 4
+                for (int v = 0; v < NX; v++)
+                    acc[i][v][u] = _mm256_fmadd_ps(w, x[v], acc[i][v][u]);
+            }
+        }
+    }
+    for (; j < cols; j += 8) {
+        size_t k = cols - j < 8 ? cols - j : 8;
+        __m256 x[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++)
+            x[v] = y_load_part(MOE_F32, (const unsigned char *)(X + v * cols + j), k);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            __m256 w = y_load_part(t, W + i * rb + j * es, k);
+#pragma GCC unroll 4
+            for (int v = 0; v < NX; v++)
+                acc[i][v][0] = _mm256_fmadd_ps(w, x[v], acc[i][v][0]);
+        }
+    }
+
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++)
+            Y[v * ldy + i] = y_sum(U == 2 ? _mm256_add_ps(acc[i][v][0], acc[i][v][1]) : acc[i][v][0]);
+}
+
+/* Four rows at a time share each load of x (two when there are three or
+ * four vectors: 16 registers hold no more accumulators). */
+AVX2 INLINE void y_rows_n(moe_dtype t, const int NX, const void *W, size_t cols, const float *X,
+                          float *Y, size_t ldy, size_t r0, size_t r1)
+{
+    const int R = NX <= 2 ? 4 : 2;
+    const size_t rb = cols * dtype_size(t);
+    size_t r = r0;
+    for (; r + R <= r1; r += R)
+        y_block(t, R, NX, (const unsigned char *)W + r * rb, cols, X, Y + r, ldy);
+    for (; r < r1; r++)
+        y_block(t, 1, NX, (const unsigned char *)W + r * rb, cols, X, Y + r, ldy);
+}
+
+AVX2 static void y_rows(moe_dtype t, const void *W, size_t cols, const float *X, size_t n, float *Y,
+                        size_t ldy, size_t r0, size_t r1)
+{
+    ROWS_DISPATCH(y_rows_n, t, n, W, cols, X, Y, ldy, r0, r1)
+}
+
+AVX2 static void y_to_f32(moe_dtype t, const void *src, float *dst, size_t n)
+{
+    const unsigned char *s = src;
+    size_t es = dtype_size(t), i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(dst + i, y_load(t, s + i * es));
+    p_to_f32(t, s + i * es, dst + i, n - i);
+}
+
+AVX2 static float y_dot(const float *a, const float *b, size_t n)
+{
+    __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+        s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 16), _mm256_loadu_ps(b + i + 16), s2);
+        s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 24), _mm256_loadu_ps(b + i + 24), s3);
+    }
+    for (; i + 8 <= n; i += 8)
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = y_sum(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++)
+        s += a[i] * b[i];
+    return s;
+}
+
+AVX2 static void y_axpy(float a, const float *x, float *y, size_t n)
+{
+    __m256 va = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++)
+        y[i] += a * x[i];
+}
+
+/* ---- AVX-512 F/BW/VL: 16 lanes ---------------------------------------- */
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
+
+/* The first k (<= 16) lanes set. */
+AVX512 INLINE __mmask16 z_mask(size_t k)
+{
+    return (__mmask16)(k >= 16 ? 0xffff : (1u << k) - 1);
+}
+
+/* 16 weights starting at p, as f32. */
+AVX512 INLINE __m512 z_load(moe_dtype t, const unsigned char *p)
+{
+    switch (t) {
+    case MOE_F16:
+        return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+    case MOE_BF16:
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)p)), 16));
+    default:
+        return _mm512_loadu_ps((const float *)p);
+    }
+}
+
+/* The lanes in m; the others are zero and their memory is not touched. */
+AVX512 INLINE __m512 z_load_part(moe_dtype t, const unsigned char *p, __mmask16 m)
+{
+    switch (t) {
+    case MOE_F16:
+        return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
+    case MOE_BF16:
+        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+    default:
+        return _mm512_maskz_loadu_ps(m, p);
+    }
+}
+
+/* As y_block, 16 columns per step; the tail uses masked loads. */
+AVX512 INLINE void z_block(moe_dtype t, const int R, const int NX, const unsigned char *W, size_t cols,
+                           const float *X, float *Y, size_t ldy)
+{
+    const int U = R * NX >= 6 ? 1 : 2;
+    const size_t es = dtype_size(t), rb = cols * es;
+    __m512 acc[4][4][2];
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++)
+#pragma GCC unroll 2
+            for (int u = 0; u < U; u++)
+                acc[i][v][u] = _mm512_setzero_ps();
+
+    size_t j = 0;
+    for (; j + 16 * (size_t)U <= cols; j += 16 * (size_t)U) {
+#pragma GCC unroll 2
+        for (int u = 0; u < U; u++) {
+            __m512 x[4];
+#pragma GCC unroll 4
+            for (int v = 0; v < NX; v++)
+                x[v] = _mm512_loadu_ps(X + v * cols + j + 16 * u);
+#pragma GCC unroll 4
+            for (int i = 0; i < R; i++) {
+                __m512 w = z_load(t, W + i * rb + (j + 16 * u) * es);
+#pragma GCC unroll 4
+                for (int v = 0; v < NX; v++)
+                    acc[i][v][u] = _mm512_fmadd_ps(w, x[v], acc[i][v][u]);
+            }
+        }
+    }
+    for (; j < cols; j += 16) {
+        __mmask16 m = z_mask(cols - j);
+        __m512 x[4];
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++)
+            x[v] = _mm512_maskz_loadu_ps(m, X + v * cols + j);
+#pragma GCC unroll 4
+        for (int i = 0; i < R; i++) {
+            __m512 w = z_load_part(t, W + i * rb + j * es, m);
+#pragma GCC unroll 4
+            for (int v = 0; v < NX; v++)
+                acc[i][v][0] = _mm512_fmadd_ps(w, x[v], acc[i][v][0]);
+        }
+    }
+
+#pragma GCC unroll 4
+    for (int i = 0; i < R; i++)
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++)
+            Y[v * ldy + i] =
+                _mm512_reduce_add_ps(U == 2 ? _mm512_add_ps(acc[i][v][0], acc[i][v][1]) : acc[i][v][0]);
+}
+
+/* 32 registers: four rows at a time for any vector count up to four. */
+AVX512 INLINE void z_rows_n(moe_dtype t, const int NX, const void *W, size_t cols, const float *X,
+                            float *Y, size_t ldy, size_t r0, size_t r1)
+{
+    const size_t rb = cols * dtype_size(t);
+    size_t r = r0;
+    for (; r + 4 <= r1; r += 4)
+        z_block(t, 4, NX, (const unsigned char *)W + r * rb, cols, X, Y + r, ldy);
+    for (; r < r1; r++)
+        z_block(t, 1, NX, (const unsigned char *)W + r * rb, cols, X, Y + r, ldy);
+}
+
+AVX512 static void z_rows(moe_dtype t, const void *W, size_t cols, const float *X, size_t n, float *Y,
+                          size_t ldy, size_t r0, size_t r1)
+{
+    ROWS_DISPATCH(z_rows_n, t, n, W, cols, X, Y, ldy, r0, r1)
+}
+
+AVX512 static void z_to_f32(moe_dtype t, const void *src, float *dst, size_t n)
+{
+    const unsigned char *s = src;
+    size_t es = dtype_size(t), i = 0;
+    for (; i + 64 <= n; i += 64) {
+        _mm512_storeu_ps(dst + i, z_load(t, s + i * es));
+        _mm512_storeu_ps(dst + i + 16, z_load(t, s + (i + 16) * es));
+        _mm512_storeu_ps(dst + i + 32, z_load(t, s + (i + 32) * es));
+        _mm512_storeu_ps(dst + i + 48, z_load(t, s + (i + 48) * es));
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = z_mask(n - i);
+        _mm512_mask_storeu_ps(dst + i, m, z_load_part(t, s + i * es, m));
+    }
+}
+
+AVX512 static float z_dot(const float *a, const float *b, size_t n)
+{
+    __m512 s0 = _mm512_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+    size_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+        s2 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 32), _mm512_loadu_ps(b + i + 32), s2);
+        s3 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 48), _mm512_loadu_ps(b + i + 48), s3);
+    }
+    for (; i < n; i += 16) {
+        __mmask16 m = z_mask(n - i);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+}
+
+AVX512 static void z_axpy(float a, const float *x, float *y, size_t n)
+{
+    __m512 va = _mm512_set1_ps(a);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = z_mask(n - i);
+        __m512 r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
+        _mm512_mask_storeu_ps(y + i, m, r);
+    }
+}
+
+#endif /* KERN_X86 */
+
+/* ---- dispatch ----------------------------------------------------------- */
+
+typedef struct {
+    const char *name;
+    /* n in 1..4 */
+    void (*rows)(moe_dtype t, const void *W, size_t cols, const float *X, size_t n, float *Y,
+                 size_t ldy, size_t r0, size_t r1);
+    void (*to_f32)(moe_dtype t, const void *src, float *dst, size_t n);
+    float (*dot)(const float *a, const float *b, size_t n);
+    void (*axpy)(float a, const float *x, float *y, size_t n);
+} kern_impl;
+
+/* Worst to best. */
+static const kern_impl impls[] = {
+    {"portable", p_rows, p_to_f32, p_dot, p_axpy},
+#ifdef KERN_X86
+    {"avx2", y_rows, y_to_f32, y_dot, y_axpy},
+    {"avx512", z_rows, z_to_f32, z_dot, z_axpy},
+#endif
+};
+enum { N_IMPLS = sizeof impls / sizeof impls[0] };
+
+static _Atomic(const kern_impl *) current;
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+static int runs_here(const kern_impl *k)
+{
+#ifdef KERN_X86
+    /* __builtin_cpu_supports also checks that the OS saves the wide
+     * registers; not every compiler knows "f16c", so ask cpuid for that. */
+    unsigned a, b, c = 0, d;
+    __builtin_cpu_init();
+    int f16c = __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+    int avx2 = f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (k == &impls[1])
+        return avx2;
+    if (k == &impls[2])
+        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl");
+#endif
+    return k == &impls[0];
+}
+
+static const kern_impl *find(const char *name)
+{
+    for (int i = 0; i < N_IMPLS; i++)
+        if (strcmp(impls[i].name, name) == 0)
+            return &impls[i];
+    return NULL;
+}
+
+/* The best that runs here; MOESCOPE_ISA may ask for a lesser one. A name
+ * that is unknown or cannot run here is ignored. */
+static void pick(void)
+{
+    const kern_impl *k = &impls[0];
+    for (int i = N_IMPLS - 1; i > 0; i--)
+        if (runs_here(&impls[i])) {
+            k = &impls[i];
+            break;
+        }
+    const char *want = getenv("MOESCOPE_ISA");
+    const kern_impl *w = want ? find(want) : NULL;
+    if (w && w <= k)
+        k = w;
+    atomic_store_explicit(&current, k, memory_order_release);
+}
+
+void kern_init(void)
+{
+    pthread_once(&init_once, pick);
+}
+
+static inline const kern_impl *impl(void)
+{
+    const kern_impl *k = atomic_load_explicit(&current, memory_order_acquire);
+    if (!k) {
+        kern_init();
+        k = atomic_load_explicit(&current, memory_order_acquire);
+    }
+    return k;
+}
+
+const char *kern_isa(void)
+{
+    return impl()->name;
+}
+
+int kern_set_isa(const char *name)
+{
+    kern_init();
+    const kern_impl *k = find(name);
+    if (!k || !runs_here(k))
+        return -1;
+    atomic_store_explicit(&current, k, memory_order_release);
+    return 0;
+}
+
+/* ---- the public kernels ------------------------------------------------- */
+
+void kern_matvec(moe_dtype t, const void *W, size_t cols, const float *x, float *y, size_t r0,
+                 size_t r1)
+{
+    assert((unsigned)t < MOE_DTYPE_COUNT);
+    impl()->rows(t, W, cols, x, 1, y, 0, r0, r1);
+}
+
+void kern_matvec_n(moe_dtype t, const void *W, size_t cols, const float *X, size_t n, float *Y,
+                   size_t ldy, size_t r0, size_t r1)
+{
+    assert((unsigned)t < MOE_DTYPE_COUNT);
+    const kern_impl *k = impl();
+    for (size_t v = 0; v < n; v += 4)
+        k->rows(t, W, cols, X + v * cols, n - v < 4 ? n - v : 4, Y + v * ldy, ldy, r0, r1);
+}
+
+void kern_to_f32(moe_dtype t, const void *src, float *dst, size_t n)
+{
+    assert((unsigned)t < MOE_DTYPE_COUNT);
+    if (t == MOE_F32)
+        memcpy(dst, src, n * sizeof *dst);
+    else
+        impl()->to_f32(t, src, dst, n);
+}
+
+float kern_dot(const float *a, const float *b, size_t n)
+{
+    return impl()->dot(a, b, n);
+}
+
+void kern_axpy(float a, const float *x, float *y, size_t n)
+{
+    impl()->axpy(a, x, y, n);
+}

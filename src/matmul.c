@@ -1,0 +1,145 @@
+/* The hot spot: Y = X · Wᵀ for one weight matrix, on the pool.
+ *
+ * A few rows of X (decode, or the handful of tokens routed to one expert)
+ * go through the matrix-vector kernels: the rows of W are split into chunks
+ * over the pool and every weight is read once per four rows of X, at memory
+ * bandwidth. More rows of X go through OpenBLAS sgemm, one block of W's rows
+ * per task: f32 weights are used in place, f16/bf16 weights are first
+ * converted to f32 into the thread's own tile. All parallelism is the
+ * pool's: OpenBLAS is kept single-threaded, so that its threads and ours
+ * never compete for the same cores. */
+#include "matmul.h"
+
+#include <assert.h>
+#include <cblas.h>
+#include <limits.h>
+#include <stdlib.h>
+
+#include "kernels.h"
+
+#ifndef MATMUL_SMALL_N
+#define MATMUL_SMALL_N 3
+#endif
+#ifndef MATMUL_TILE_FLOATS
+#define MATMUL_TILE_FLOATS (256 * 1024)
+#endif
+#ifndef MATMUL_CHUNKS
+#define MATMUL_CHUNKS 4
+#endif
+
+enum {
+    SMALL_N = MATMUL_SMALL_N, /* up to this many rows of X: matrix-vector kernels */
+    CHUNKS_PER_THREAD = MATMUL_CHUNKS, /* matrix-vector chunks per thread, for balance */
+    ROW_ALIGN = 16,               /* chunks and tiles are whole multiples of this many rows */
+    TILE_FLOATS = MATMUL_TILE_FLOATS, /* f32 tile of weight rows for sgemm */
+};
+
+struct matmul_ctx {
+    pool *pool;
+    int n_threads;
+    size_t max_cols;
+    size_t tile_floats; /* per thread */
+    float *tiles;       /* (n_threads, tile_floats): weight rows converted to f32 */
+};
+
+/* One call's arguments, shared by its tasks. */
+typedef struct {
+    matmul_ctx *c;
+    moe_dtype t;
+    const unsigned char *W; /* (rows, cols) of type t */
+    size_t rows, cols;
+    const float *X; /* (n, cols) */
+    size_t n;
+    float *Y;     /* (n, rows) */
+    size_t block; /* rows of W per task */
+} job;
+
+matmul_ctx *matmul_new(pool *p, size_t max_cols)
+{
+    matmul_ctx *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->pool = p;
+    c->n_threads = pool_size(p);
+    c->max_cols = max_cols;
+    c->tile_floats = TILE_FLOATS;
+    if (c->tile_floats < ROW_ALIGN * max_cols)
+        c->tile_floats = ROW_ALIGN * max_cols;
+    c->tiles = malloc((size_t)c->n_threads * c->tile_floats * sizeof *c->tiles);
+    if (!c->tiles) {
+        free(c);
+        return NULL;
+    }
+    kern_init();
+    openblas_set_num_threads(1);
+    return c;
+}
+
+void matmul_free(matmul_ctx *c)
+{
+    if (!c)
+        return;
+    free(c->tiles);
+    free(c);
+}
+
+static size_t round_up(size_t x, size_t m)
+{
+    return (x + m - 1) / m * m;
+}
+
+static void matvec_task(void *arg, int task, int thread)
+{
+    const job *j = arg;
+    (void)thread;
+    size_t r0 = (size_t)task * j->block;
+    size_t r1 = r0 + j->block < j->rows ? r0 + j->block : j->rows;
+    kern_matvec_n(j->t, j->W, j->cols, j->X, j->n, j->Y, j->rows, r0, r1);
+}
+
+static void gemm_task(void *arg, int task, int thread)
+{
+    const job *j = arg;
+    size_t r0 = (size_t)task * j->block;
+    size_t nr = r0 + j->block < j->rows ? j->block : j->rows - r0;
+    const unsigned char *w = j->W + r0 * j->cols * (j->t == MOE_F32 ? 4 : 2);
+    const float *w32 = (const float *)w;
+    if (j->t != MOE_F32) {
+        float *tile = j->c->tiles + (size_t)thread * j->c->tile_floats;
+        kern_to_f32(j->t, w, tile, nr * j->cols);
+        w32 = tile;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)j->n, (int)nr, (int)j->cols, 1.0f,
+                j->X, (int)j->cols, w32, (int)j->cols, 0.0f, j->Y + r0, (int)j->rows);
+}
+
+void matmul(matmul_ctx *c, moe_dtype t, const void *W, size_t rows, size_t cols, const float *X,
+            size_t n, float *Y)
+{
+    assert(cols <= c->max_cols);
+    if (rows == 0 || n == 0)
+        return;
+    job j = {c, t, W, rows, cols, X, n, Y, 0};
+    size_t nt = (size_t)c->n_threads;
+
+    if (n <= SMALL_N) {
+        /* A few chunks per thread, so that a thread slowed by something
+         * else does not hold up the rest. */
+        size_t want = nt == 1 ? 1 : nt * CHUNKS_PER_THREAD;
+        j.block = round_up((rows + want - 1) / want, ROW_ALIGN);
+        pool_run(c->pool, matvec_task, &j, (int)((rows + j.block - 1) / j.block));
+        return;
+    }
+
+    assert(n <= INT_MAX && rows <= INT_MAX && cols <= INT_MAX);
+    /* Tiles of about TILE_FLOATS (cache-sized), but at least two per
+     * thread when there are enough rows. */
+    size_t block = c->tile_floats / (cols ? cols : 1) / ROW_ALIGN * ROW_ALIGN;
+    size_t even = round_up((rows + 2 * nt - 1) / (2 * nt), ROW_ALIGN);
+    if (nt > 1 && even < block)
+        block = even;
+    if (t == MOE_F32 && nt == 1)
+        block = rows; /* nothing to convert or share: one call */
+    j.block = block;
+    pool_run(c->pool, gemm_task, &j, (int)((rows + block - 1) / block));
+}

@@ -1,0 +1,54 @@
+/* The loaded model: one internal description of every architecture.
+ *
+ * An architecture adapter (model.c) maps Hugging Face tensor names and
+ * config keys onto these structs, checking every shape once. The forward
+ * pass (session.c) trusts them. Matrices are views into the mmap; the small
+ * vectors (norm weights, biases) are converted to f32 copies. */
+#ifndef MOE_MODEL_H
+#define MOE_MODEL_H
+
+#include "config.h"
+#include "moescope/moescope.h"
+#include "router.h"
+#include "safetensors.h"
+
+/* A row-major weight matrix in the checkpoint's own type. */
+typedef struct {
+    moe_dtype t;
+    const void *data;          /* NULL when absent */
+    int rows, cols;
+} wmat;
+
+typedef struct {
+    wmat gate;                 /* (ff, dim)  w1 / gate_proj */
+    wmat up;                   /* (ff, dim)  w3 / up_proj */
+    wmat down;                 /* (dim, ff)  w2 / down_proj */
+} mlp_weights;
+
+typedef struct {
+    float *attn_norm;          /* (dim) */
+    wmat wq;                   /* (n_heads * head_dim, dim) */
+    wmat wk;                   /* (n_kv_heads * head_dim, dim) */
+    wmat wv;                   /* (n_kv_heads * head_dim, dim) */
+    wmat wo;                   /* (dim, n_heads * head_dim) */
+    float *bq, *bk, *bv, *bo;  /* biases when attention_bias, else NULL */
+    float *ffn_norm;           /* (dim) */
+    int n_experts;             /* 0: a dense MLP in experts[0] */
+    wmat router;               /* (n_experts, dim) */
+    mlp_weights *experts;      /* (max(n_experts, 1)) */
+} layer_weights;
+
+struct moe_model {
+    moe_config cfg;
+    moe_model_info info;
+    router_rule rule;
+    st_set *st;
+    char *dir;
+    wmat embed;                /* (vocab, dim) */
+    float *final_norm;         /* (dim) */
+    wmat lm_head;              /* (vocab, dim); the embedding when tied */
+    layer_weights *layers;     /* (n_layers) */
+    float *vecs;               /* storage of every f32 vector above */
+};
+
+#endif

@@ -1,0 +1,491 @@
+/* A session: KV cache, scratch buffers and the forward pass.
+ *
+ * Every buffer is sized in moe_session_new; moe_session_eval allocates
+ * nothing. A call runs its tokens in chunks of n_batch: each layer sees the
+ * whole chunk at once, so the matrix work is done as matrix products, and
+ * the tokens routed to one expert are gathered into one product per expert.
+ * With one token (decode) the same code reads only the chosen experts. */
+#include <assert.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "error.h"
+#include "kernels.h"
+#include "matmul.h"
+#include "model.h"
+#include "pool.h"
+
+struct moe_session {
+    moe_model *m;
+    pool *pool;
+    matmul_ctx *mm;
+    int n_ctx, n_batch, pos;
+    int *k_layer;              /* (n_layers) experts per token */
+    moe_trace_sink sink;
+
+    /* activations of one chunk of nb <= n_batch tokens */
+    float *x;                  /* (nb, dim) residual stream */
+    float *xb;                 /* (nb, dim) normed input of a sublayer */
+    float *q;                  /* (nb, q_dim) queries */
+    float *att;                /* (nb, q_dim) attention output, heads concatenated */
+    float *scores;             /* (n_threads, n_ctx) attention weights per thread */
+    float *proj;               /* (nb, dim) output of o_proj / the MLPs */
+    float *rlogits;            /* (nb, n_experts) router logits */
+    /* routing of the chunk, kept for the trace */
+    float *probs;              /* (nb, n_moe_layers, n_experts) */
+    int *chosen;               /* (nb, n_moe_layers, n_experts) first k used */
+    float *weights;            /* (nb, n_moe_layers, n_experts) first k used */
+    int *n_chosen;             /* (nb, n_moe_layers) */
+    moe_route *routes;         /* (n_moe_layers) handed to the sink */
+    /* tokens grouped by expert */
+    int *group_n;              /* (n_experts) */
+    int *group_tok;            /* (n_experts, nb) */
+    float *group_w;            /* (n_experts, nb) */
+    float *xe;                 /* (nb, dim) gathered inputs of one expert */
+    float *h1, *h3;            /* (nb, ff) expert hidden activations */
+    float *logits;             /* (vocab) of the last token */
+    float *kcache, *vcache;    /* (n_layers, n_ctx, kv_dim) */
+    float *rope_cos, *rope_sin; /* (n_ctx, head_dim / 2) */
+};
+
+/* ---- allocation ---------------------------------------------------------- */
+
+/* calloc of a*b*c floats/ints with the product checked. */
+static void *alloc3(size_t a, size_t b, size_t c, size_t elem, int *failed)
+{
+    size_t n = a;
+    if ((b && n > SIZE_MAX / b) || (n *= b, c && n > SIZE_MAX / c) || (n *= c, n > SIZE_MAX / elem)) {
+        *failed = 1;
+        return NULL;
+    }
+    void *p = calloc(n ? n : 1, elem);
+    if (!p)
+        *failed = 1;
+    return p;
+}
+
+/* Rotary frequencies, with the llama3 and linear rescalings as the
+ * transformers rope initialisation functions define them. */
+static double rope_inv_freq(const moe_config *c, int i)
+{
+    double inv = 1.0 / pow(c->rope_theta, (2.0 * i) / c->head_dim);
+    if (c->rope == ROPE_LINEAR)
+        return inv / c->rope_factor;
+    if (c->rope != ROPE_LLAMA3)
+        return inv;
+    double low_wavelen = c->rope_orig_max_pos / c->rope_low_freq_factor;
+    double high_wavelen = c->rope_orig_max_pos / c->rope_high_freq_factor;
+    double wavelen = 2 * M_PI / inv;
+    if (wavelen < high_wavelen)
+        return inv;
+    if (wavelen > low_wavelen)
+        return inv / c->rope_factor;
+    double smooth = (c->rope_orig_max_pos / wavelen - c->rope_low_freq_factor) /
+                    (c->rope_high_freq_factor - c->rope_low_freq_factor);
+    return (1 - smooth) * inv / c->rope_factor + smooth * inv;
+}
+
+static int online_cores(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 256 ? 256 : (int)n;
+}
+
+moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_session **out, moe_error *err)
+{
+    *out = NULL;
+    const moe_config *c = &m->cfg;
+    moe_session_params d = {0, 0, 0};
+    if (!p)
+        p = &d;
+    int n_ctx = p->n_ctx ? p->n_ctx : (c->max_pos < 4096 ? c->max_pos : 4096);
+    int n_threads = p->n_threads ? p->n_threads : online_cores();
+    int n_batch = p->n_batch ? p->n_batch : 512;
+    if (n_ctx < 1 || n_ctx > (1 << 20))
+        return moe_fail(err, MOE_EINVAL, "context length %d is out of range (1 to 1048576)", n_ctx);
+    if (n_threads < 1 || n_threads > 256)
+        return moe_fail(err, MOE_EINVAL, "thread count %d is out of range (1 to 256)", n_threads);
+    if (n_batch < 1 || n_batch > 8192)
+        return moe_fail(err, MOE_EINVAL, "batch size %d is out of range (1 to 8192)", n_batch);
+    if (n_batch > n_ctx)
+        n_batch = n_ctx;
+
+    moe_session *s = calloc(1, sizeof *s);
+    if (!s)
+        return moe_fail(err, MOE_ENOMEM, "out of memory creating a session");
+    s->m = m;
+    s->n_ctx = n_ctx;
+    s->n_batch = n_batch;
+    size_t nb = (size_t)n_batch, dim = (size_t)c->dim, ff = (size_t)c->ff;
+    size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    size_t ne = c->n_experts ? (size_t)c->n_experts : 1, nml = (size_t)m->info.n_moe_layers;
+    int failed = 0;
+    s->k_layer = alloc3(c->n_layers, 1, 1, sizeof(int), &failed);
+    s->x = alloc3(nb, dim, 1, sizeof(float), &failed);
+    s->xb = alloc3(nb, dim, 1, sizeof(float), &failed);
+    s->q = alloc3(nb, q_dim, 1, sizeof(float), &failed);
+    s->att = alloc3(nb, q_dim, 1, sizeof(float), &failed);
+    s->scores = alloc3((size_t)n_threads, (size_t)n_ctx, 1, sizeof(float), &failed);
+    s->proj = alloc3(nb, dim, 1, sizeof(float), &failed);
+    s->rlogits = alloc3(nb, ne, 1, sizeof(float), &failed);
+    s->probs = alloc3(nb, nml, ne, sizeof(float), &failed);
+    s->chosen = alloc3(nb, nml, ne, sizeof(int), &failed);
+    s->weights = alloc3(nb, nml, ne, sizeof(float), &failed);
+    s->n_chosen = alloc3(nb, nml, 1, sizeof(int), &failed);
+    s->routes = alloc3(nml, 1, 1, sizeof(moe_route), &failed);
+    s->group_n = alloc3(ne, 1, 1, sizeof(int), &failed);
+    s->group_tok = alloc3(ne, nb, 1, sizeof(int), &failed);
+    s->group_w = alloc3(ne, nb, 1, sizeof(float), &failed);
+    s->xe = alloc3(nb, dim, 1, sizeof(float), &failed);
+    s->h1 = alloc3(nb, ff, 1, sizeof(float), &failed);
+    s->h3 = alloc3(nb, ff, 1, sizeof(float), &failed);
+    s->logits = alloc3((size_t)c->vocab, 1, 1, sizeof(float), &failed);
+    s->kcache = alloc3((size_t)c->n_layers, (size_t)n_ctx, kv_dim, sizeof(float), &failed);
+    s->vcache = alloc3((size_t)c->n_layers, (size_t)n_ctx, kv_dim, sizeof(float), &failed);
+    s->rope_cos = alloc3((size_t)n_ctx, (size_t)c->head_dim / 2, 1, sizeof(float), &failed);
+    s->rope_sin = alloc3((size_t)n_ctx, (size_t)c->head_dim / 2, 1, sizeof(float), &failed);
+    if (failed) {
+        moe_session_free(s);
+        return moe_fail(err, MOE_ENOMEM,
+                        "out of memory for a session of %d tokens of context (KV cache %.1f MiB); "
+                        "try a shorter context",
+                        n_ctx, 2.0 * c->n_layers * n_ctx * kv_dim * 4 / (1 << 20));
+    }
+    size_t max_cols = dim > ff ? dim : ff;
+    if (q_dim > max_cols)
+        max_cols = q_dim;
+    kern_init();
+    if (!(s->pool = pool_new(n_threads)) || !(s->mm = matmul_new(s->pool, max_cols))) {
+        moe_session_free(s);
+        return moe_fail(err, MOE_ENOMEM, "cannot start %d threads", n_threads);
+    }
+    for (int l = 0; l < c->n_layers; l++)
+        s->k_layer[l] = c->k;
+    int half = c->head_dim / 2;
+    for (int i = 0; i < half; i++) {
+        double inv = rope_inv_freq(c, i);
+        for (int t = 0; t < n_ctx; t++) {
+            s->rope_cos[(size_t)t * half + i] = (float)cos(t * inv);
+            s->rope_sin[(size_t)t * half + i] = (float)sin(t * inv);
+        }
+    }
+    *out = s;
+    return MOE_OK;
+}
+
+void moe_session_free(moe_session *s)
+{
+    if (!s)
+        return;
+    matmul_free(s->mm);
+    pool_free(s->pool);
+    void *bufs[] = {s->k_layer, s->x, s->xb, s->q, s->att, s->scores, s->proj, s->rlogits,
+                    s->probs, s->chosen, s->weights, s->n_chosen, s->routes, s->group_n,
+                    s->group_tok, s->group_w, s->xe, s->h1, s->h3, s->logits, s->kcache,
+                    s->vcache, s->rope_cos, s->rope_sin};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(bufs[i]);
+    free(s);
+}
+
+/* ---- building blocks ------------------------------------------------------- */
+
+static void rmsnorm(float *out, const float *x, const float *w, int n, float eps)
+{
+    double ss = 0;
+    for (int i = 0; i < n; i++)
+        ss += (double)x[i] * x[i];
+    float scale = (float)(1.0 / sqrt(ss / n + eps));
+    for (int i = 0; i < n; i++)
+        out[i] = w[i] * (x[i] * scale);
+}
+
+static void add_bias(float *y, const float *b, int rows, int n)
+{
+    if (!b)
+        return;
+    for (int t = 0; t < rows; t++)
+        for (int i = 0; i < n; i++)
+            y[(size_t)t * n + i] += b[i];
+}
+
+/* Rotate pairs (i, i + half) of every head: the rotate_half convention. */
+static void rope(float *v, int n_heads, int head_dim, const float *cos_t, const float *sin_t)
+{
+    int half = head_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *a = v + (size_t)h * head_dim, *b = a + half;
+        for (int i = 0; i < half; i++) {
+            float x1 = a[i], x2 = b[i];
+            a[i] = x1 * cos_t[i] - x2 * sin_t[i];
+            b[i] = x2 * cos_t[i] + x1 * sin_t[i];
+        }
+    }
+}
+
+static void mm(moe_session *s, const wmat *w, const float *X, int n, float *Y)
+{
+    matmul(s->mm, w->t, w->data, (size_t)w->rows, (size_t)w->cols, X, (size_t)n, Y);
+}
+
+/* One attention task: token t of the chunk, query head h. */
+typedef struct {
+    moe_session *s;
+    int layer, nb;
+} attn_job;
+
+static void attn_task(void *ctx, int task, int thread)
+{
+    const attn_job *j = ctx;
+    moe_session *s = j->s;
+    const moe_config *c = &s->m->cfg;
+    int nh = c->n_heads, hd = c->head_dim, t = task / nh, h = task % nh;
+    int pos = s->pos + t, kvh = h / (nh / c->n_kv_heads);
+    size_t kv_dim = (size_t)c->n_kv_heads * hd, q_dim = (size_t)nh * hd;
+    const float *q = s->q + t * q_dim + (size_t)h * hd;
+    const float *kc = s->kcache + (size_t)j->layer * s->n_ctx * kv_dim + (size_t)kvh * hd;
+    const float *vc = s->vcache + (size_t)j->layer * s->n_ctx * kv_dim + (size_t)kvh * hd;
+    float *sc = s->scores + (size_t)thread * s->n_ctx;
+    float scale = 1.0f / sqrtf((float)hd), max = -INFINITY;
+    /* a sliding window sees positions (pos - window, pos] */
+    int first = c->sliding_window && pos >= c->sliding_window ? pos - c->sliding_window + 1 : 0;
+    for (int p = first; p <= pos; p++) {
+        sc[p] = kern_dot(q, kc + p * kv_dim, (size_t)hd) * scale;
+        if (sc[p] > max)
+            max = sc[p];
+    }
+    double sum = 0;
+    for (int p = first; p <= pos; p++) {
+        sc[p] = expf(sc[p] - max);
+        sum += sc[p];
+    }
+    float *out = s->att + t * q_dim + (size_t)h * hd;
+    memset(out, 0, (size_t)hd * sizeof *out);
+    float inv = (float)(1.0 / sum);
+    for (int p = first; p <= pos; p++)
+        kern_axpy(sc[p] * inv, vc + p * kv_dim, out, (size_t)hd);
+}
+
+static void attention(moe_session *s, int l, int nb)
+{
+    const moe_config *c = &s->m->cfg;
+    const layer_weights *L = &s->m->layers[l];
+    size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    float *kc = s->kcache + ((size_t)l * s->n_ctx + s->pos) * kv_dim;
+    float *vc = s->vcache + ((size_t)l * s->n_ctx + s->pos) * kv_dim;
+
+    /* projections: keys and values go straight into the cache */
+    mm(s, &L->wq, s->xb, nb, s->q);
+    mm(s, &L->wk, s->xb, nb, kc);
+    mm(s, &L->wv, s->xb, nb, vc);
+    add_bias(s->q, L->bq, nb, (int)q_dim);
+    add_bias(kc, L->bk, nb, (int)kv_dim);
+    add_bias(vc, L->bv, nb, (int)kv_dim);
+    int half = c->head_dim / 2;
+    for (int t = 0; t < nb; t++) {
+        const float *cs = s->rope_cos + (size_t)(s->pos + t) * half;
+        const float *sn = s->rope_sin + (size_t)(s->pos + t) * half;
+        rope(s->q + t * q_dim, c->n_heads, c->head_dim, cs, sn);
+        rope(kc + t * kv_dim, c->n_kv_heads, c->head_dim, cs, sn);
+    }
+    /* causal softmax attention, one task per (token, head) */
+    attn_job job = {s, l, nb};
+    pool_run(s->pool, attn_task, &job, nb * c->n_heads);
+    mm(s, &L->wo, s->att, nb, s->proj);
+    add_bias(s->proj, L->bo, nb, c->dim);
+}
+
+/* Decide the experts of every token in the chunk and group tokens by
+ * expert. Dense layers send every token to their one MLP with weight 1. */
+static void route(moe_session *s, int l, int moe_idx, int nb)
+{
+    const layer_weights *L = &s->m->layers[l];
+    int ne = L->n_experts ? L->n_experts : 1;
+    memset(s->group_n, 0, (size_t)ne * sizeof *s->group_n);
+    if (!L->n_experts) {
+        for (int t = 0; t < nb; t++) {
+            s->group_tok[t] = t;
+            s->group_w[t] = 1;
+        }
+        s->group_n[0] = nb;
+        return;
+    }
+    mm(s, &L->router, s->xb, nb, s->rlogits);
+    size_t nml = (size_t)s->m->info.n_moe_layers, stride = (size_t)ne;
+    int k = s->k_layer[l];
+    for (int t = 0; t < nb; t++) {
+        size_t rec = ((size_t)t * nml + moe_idx) * stride;
+        int *experts = s->chosen + rec;
+        float *w = s->weights + rec;
+        router_gate(&s->m->rule, s->rlogits + (size_t)t * ne, ne, k, s->probs + rec, experts, w);
+        s->n_chosen[(size_t)t * nml + moe_idx] = k;
+        for (int j = 0; j < k; j++) {
+            int e = experts[j], slot = s->group_n[e]++;
+            s->group_tok[(size_t)e * s->n_batch + slot] = t;
+            s->group_w[(size_t)e * s->n_batch + slot] = w[j];
+        }
+    }
+}
+
+/* SwiGLU experts over their groups; the weighted outputs sum into proj. */
+static void experts(moe_session *s, int l, int nb)
+{
+    const layer_weights *L = &s->m->layers[l];
+    int dim = s->m->cfg.dim, ff = s->m->cfg.ff;
+    int ne = L->n_experts ? L->n_experts : 1;
+    memset(s->proj, 0, (size_t)nb * dim * sizeof(float));
+    for (int e = 0; e < ne; e++) {
+        int n = s->group_n[e];
+        if (!n)
+            continue;
+        const int *tok = s->group_tok + (size_t)e * s->n_batch;
+        const float *w = s->group_w + (size_t)e * s->n_batch;
+        for (int i = 0; i < n; i++)
+            memcpy(s->xe + (size_t)i * dim, s->xb + (size_t)tok[i] * dim, (size_t)dim * sizeof(float));
+        const mlp_weights *E = &L->experts[e];
+        mm(s, &E->gate, s->xe, n, s->h1);
+        mm(s, &E->up, s->xe, n, s->h3);
+        for (size_t i = 0; i < (size_t)n * ff; i++) {
+            float g = s->h1[i];
+            s->h1[i] = g / (1.0f + expf(-g)) * s->h3[i];
+        }
+        mm(s, &E->down, s->h1, n, s->xe);
+        for (int i = 0; i < n; i++)
+            kern_axpy(w[i], s->xe + (size_t)i * dim, s->proj + (size_t)tok[i] * dim, (size_t)dim);
+    }
+}
+
+static void deliver_trace(moe_session *s, const int32_t *ids, int nb)
+{
+    if (!s->sink.on_token)
+        return;
+    const moe_model *m = s->m;
+    int nml = m->info.n_moe_layers, ne = m->cfg.n_experts ? m->cfg.n_experts : 1;
+    for (int t = 0; t < nb; t++) {
+        int r = 0;
+        for (int l = 0; l < m->cfg.n_layers; l++) {
+            if (!m->layers[l].n_experts)
+                continue;
+            size_t rec = ((size_t)t * nml + r) * ne;
+            s->routes[r] = (moe_route){l, ne, s->probs + rec, s->n_chosen[(size_t)t * nml + r],
+                                       s->chosen + rec, s->weights + rec};
+            r++;
+        }
+        moe_token_trace tt = {s->pos + t, ids[t], nml, s->routes};
+        s->sink.on_token(s->sink.ctx, &tt);
+    }
+}
+
+/* The forward pass of one chunk; logits of its last token. */
+static void forward(moe_session *s, const int32_t *ids, int nb)
+{
+    const moe_model *m = s->m;
+    const moe_config *c = &m->cfg;
+    int dim = c->dim;
+    float eps = (float)c->norm_eps;
+
+    /* token embeddings */
+    size_t row_bytes = (size_t)dim * (m->embed.t == MOE_F32 ? 4 : 2);
+    for (int t = 0; t < nb; t++)
+        kern_to_f32(m->embed.t, (const char *)m->embed.data + (size_t)ids[t] * row_bytes,
+                    s->x + (size_t)t * dim, (size_t)dim);
+
+    int moe_idx = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        const layer_weights *L = &m->layers[l];
+        /* attention block: x += attn(norm(x)) */
+        for (int t = 0; t < nb; t++)
+            rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm, dim, eps);
+        attention(s, l, nb);
+        for (size_t i = 0; i < (size_t)nb * dim; i++)
+            s->x[i] += s->proj[i];
+        /* MLP block: x += sum of chosen experts' outputs on norm(x) */
+        for (int t = 0; t < nb; t++)
+            rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm, dim, eps);
+        route(s, l, moe_idx, nb);
+        experts(s, l, nb);
+        for (size_t i = 0; i < (size_t)nb * dim; i++)
+            s->x[i] += s->proj[i];
+        moe_idx += L->n_experts ? 1 : 0;
+    }
+    /* final norm and the vocabulary projection, last token only */
+    rmsnorm(s->xb, s->x + (size_t)(nb - 1) * dim, m->final_norm, dim, eps);
+    mm(s, &m->lm_head, s->xb, 1, s->logits);
+}
+
+moe_status moe_session_eval(moe_session *s, const int32_t *ids, int n, moe_error *err)
+{
+    if (n < 1)
+        return moe_fail(err, MOE_EINVAL, "nothing to evaluate (0 tokens)");
+    if (n > s->n_ctx - s->pos)
+        return moe_fail(err, MOE_EINVAL, "context full: %d tokens at position %d exceed the context of %d",
+                        n, s->pos, s->n_ctx);
+    for (int i = 0; i < n; i++)
+        if (ids[i] < 0 || ids[i] >= s->m->cfg.vocab)
+            return moe_fail(err, MOE_EINVAL, "token id %d at index %d is outside the vocabulary (0 to %d)",
+                            (int)ids[i], i, s->m->cfg.vocab - 1);
+    for (int done = 0; done < n;) {
+        int nb = n - done < s->n_batch ? n - done : s->n_batch;
+        forward(s, ids + done, nb);
+        deliver_trace(s, ids + done, nb);
+        s->pos += nb;
+        done += nb;
+    }
+    return MOE_OK;
+}
+
+const float *moe_session_logits(const moe_session *s)
+{
+    return s->logits;
+}
+
+int moe_session_pos(const moe_session *s)
+{
+    return s->pos;
+}
+
+int moe_session_n_ctx(const moe_session *s)
+{
+    return s->n_ctx;
+}
+
+int moe_session_n_threads(const moe_session *s)
+{
+    return pool_size(s->pool);
+}
+
+void moe_session_reset(moe_session *s)
+{
+    s->pos = 0;
+}
+
+void moe_session_set_trace(moe_session *s, const moe_trace_sink *sink)
+{
+    s->sink = sink ? *sink : (moe_trace_sink){NULL, NULL};
+}
+
+moe_status moe_session_set_k(moe_session *s, int layer, int k, moe_error *err)
+{
+    const moe_config *c = &s->m->cfg;
+    if (!c->n_experts)
+        return moe_fail(err, MOE_EINVAL, "%s is a dense model: it has no experts to choose k of",
+                        s->m->info.hf_class);
+    if (k < 1 || k > c->n_experts)
+        return moe_fail(err, MOE_EINVAL, "experts per token must be from 1 to %d, not %d", c->n_experts, k);
+    if (layer < -1 || layer >= c->n_layers || (layer >= 0 && !s->m->layers[layer].n_experts))
+        return moe_fail(err, MOE_EINVAL, "layer %d is not an MoE layer (the model has %d layers)", layer,
+                        c->n_layers);
+    for (int l = 0; l < c->n_layers; l++)
+        if (layer < 0 || l == layer)
+            s->k_layer[l] = k;
+    return MOE_OK;
+}
+
+int moe_session_get_k(const moe_session *s, int layer)
+{
+    if (layer < 0 || layer >= s->m->cfg.n_layers)
+        layer = 0;
+    return s->m->cfg.n_experts ? s->k_layer[layer] : 0;
+}

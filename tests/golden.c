@@ -1,0 +1,80 @@
+/* Reading golden JSON files for the model tests. */
+#include "golden.h"
+
+#include <cjson/cJSON.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
+    if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
+        buf[n] = 0;
+    } else {
+        free(buf);
+        buf = NULL;
+    }
+    fclose(f);
+    return buf;
+}
+
+static int ints(const cJSON *a, int32_t **out)
+{
+    int n = cJSON_GetArraySize(a);
+    *out = malloc(((size_t)n + 1) * sizeof **out);
+    int i = 0;
+    for (const cJSON *v = a ? a->child : NULL; v; v = v->next)
+        (*out)[i++] = (int32_t)v->valuedouble;
+    return n;
+}
+
+int golden_load(const char *path, golden *g)
+{
+    g->cases = NULL;
+    g->n_cases = 0;
+    char *text = slurp(path);
+    cJSON *root = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    const cJSON *cases = cJSON_GetObjectItem(root, "cases");
+    if (!root || !cJSON_IsArray(cases)) {
+        printf("# cannot read golden file %s\n", path);
+        cJSON_Delete(root);
+        return -1;
+    }
+    g->n_cases = cJSON_GetArraySize(cases);
+    g->cases = calloc((size_t)g->n_cases, sizeof *g->cases);
+    int i = 0;
+    for (const cJSON *c = cases->child; c; c = c->next, i++) {
+        golden_case *gc = &g->cases[i];
+        gc->n_prompt = ints(cJSON_GetObjectItem(c, "prompt"), &gc->prompt);
+        gc->n_greedy = ints(cJSON_GetObjectItem(c, "greedy"), &gc->greedy);
+        const cJSON *k = cJSON_GetObjectItem(c, "k");
+        gc->k = cJSON_IsNumber(k) ? (int)k->valuedouble : 0;
+        const cJSON *mm = cJSON_GetObjectItem(c, "min_margin");
+        gc->min_margin = cJSON_IsNumber(mm) ? mm->valuedouble : 0;
+        const cJSON *lg = cJSON_GetObjectItem(c, "logits");
+        gc->n_logits = cJSON_GetArraySize(lg);
+        gc->logits = malloc(((size_t)gc->n_logits + 1) * sizeof(float));
+        int j = 0;
+        for (const cJSON *v = lg ? lg->child : NULL; v; v = v->next)
+            gc->logits[j++] = (float)v->valuedouble;
+    }
+    cJSON_Delete(root);
+    return 0;
+}
+
+void golden_free(golden *g)
+{
+    for (int i = 0; i < g->n_cases; i++) {
+        free(g->cases[i].prompt);
+        free(g->cases[i].greedy);
+        free(g->cases[i].logits);
+    }
+    free(g->cases);
+}

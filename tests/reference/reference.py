@@ -1,0 +1,577 @@
+#!/usr/bin/env python3
+"""Independent float64 reference for moescope's model tests.
+
+    python3 tests/reference/reference.py                 # self-check, then regenerate all golden files
+    python3 tests/reference/reference.py --self-check    # only the self-check
+    python3 tests/reference/reference.py MODEL_DIR...    # golden files for these model directories only
+    python3 tests/reference/reference.py --stats MODEL_DIR   # print routing / logit statistics
+    python3 tests/reference/reference.py --f32-check     # this reference run in float32 vs the golden files
+
+A plain torch (CPU, float64) implementation of the forward passes of
+transformers' LlamaForCausalLM and MixtralForCausalLM, written from
+src/transformers/models/llama/modeling_llama.py,
+src/transformers/models/mixtral/modeling_mixtral.py and
+src/transformers/modeling_rope_utils.py (see README.md next to this file for the
+function-by-function correspondence).  It shares no code with the C engine or
+with tools/gen_fixtures.py: it parses config.json and the safetensors files
+itself, with numpy, and widens F16/BF16 weights exactly to float64.
+
+Golden files go to tests/fixtures/golden/<model>.json.
+"""
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+torch.set_grad_enabled(False)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
+GOLDEN = os.path.join(ROOT, "tests", "fixtures", "golden")
+
+FIXTURE_NAMES = ["llama-tiny", "llama3-tiny", "mixtral-tiny", "mixtral-tiny-f16", "mixtral-tiny-bf16"]
+PROMPT_SEED = 20240601
+PROMPT_LENGTHS = (1, 7, 40)
+PROMPT_VOCAB = 320          # prompts are drawn from [1, PROMPT_VOCAB): the same ids for every fixture
+N_GREEDY = 16
+MOE_KS = (1, 2, 8)
+DT = torch.float64
+
+# ---------------------------------------------------------------------------
+# checkpoint reading (numpy, independent of tools/safetensors_io.py)
+# ---------------------------------------------------------------------------
+
+
+def read_safetensors(path):
+    """Return {name: float64 numpy array}.  Validates the layout strictly."""
+    with open(path, "rb") as f:
+        buf = f.read()
+    if len(buf) < 8:
+        raise ValueError("%s: too short" % path)
+    n = int.from_bytes(buf[:8], "little")
+    if 8 + n > len(buf):
+        raise ValueError("%s: header length %d past end of file" % (path, n))
+    header = json.loads(buf[8:8 + n].decode("utf-8"))
+    base = 8 + n
+    data_len = len(buf) - base
+    out = {}
+    spans = []
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        dtype, shape, (b, e) = info["dtype"], info["shape"], info["data_offsets"]
+        count = int(np.prod(shape)) if shape else 1
+        raw = np.frombuffer(buf, dtype=np.uint8, count=e - b, offset=base + b)
+        if dtype == "F32":
+            assert e - b == 4 * count
+            a = raw.view("<f4").astype(np.float64)
+        elif dtype == "F16":
+            assert e - b == 2 * count
+            a = raw.view("<f2").astype(np.float64)
+        elif dtype == "BF16":
+            assert e - b == 2 * count
+            a = (raw.view("<u2").astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+        else:
+            raise ValueError("%s: unsupported dtype %s" % (name, dtype))
+        out[name] = a.reshape(shape)
+        spans.append((b, e))
+    spans.sort()
+    pos = 0
+    for b, e in spans:
+        if b != pos:
+            raise ValueError("%s: hole or overlap in data section at %d" % (path, b))
+        pos = e
+    if pos != data_len:
+        raise ValueError("%s: data section is %d bytes, tensors cover %d" % (path, data_len, pos))
+    return out
+
+
+def load_model(model_dir):
+    with open(os.path.join(model_dir, "config.json")) as f:
+        cfg = json.load(f)
+    index = os.path.join(model_dir, "model.safetensors.index.json")
+    weights = {}
+    if os.path.exists(index):
+        with open(index) as f:
+            wm = json.load(f)["weight_map"]
+        for fn in sorted(set(wm.values())):
+            part = read_safetensors(os.path.join(model_dir, fn))
+            for k in part:
+                if wm.get(k) != fn:
+                    raise ValueError("%s: tensor %s not mapped to this file by the index" % (fn, k))
+            weights.update(part)
+        missing = set(wm) - set(weights)
+        if missing:
+            raise ValueError("index names tensors not found: %s" % sorted(missing)[:5])
+    else:
+        weights = read_safetensors(os.path.join(model_dir, "model.safetensors"))
+    W = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in weights.items()}
+    return Model(cfg, W)
+
+
+# ---------------------------------------------------------------------------
+# building blocks (float64 throughout)
+# ---------------------------------------------------------------------------
+
+
+def rms_norm(x, w, eps):
+    # LlamaRMSNorm / MixtralRMSNorm: x * rsqrt(mean(x^2) + eps) * weight.
+    # (transformers does this in float32 and casts back; here all is float64.)
+    return w * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
+
+
+def default_inv_freq(theta, dim):
+    # _compute_default_rope_parameters: 1 / base^(arange(0, dim, 2) / dim)
+    return 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=DT) / dim))
+
+
+def llama3_inv_freq(theta, dim, rs):
+    # _compute_llama3_parameters
+    inv_freq = default_inv_freq(theta, dim)
+    factor = rs["factor"]
+    low_freq_factor = rs["low_freq_factor"]
+    high_freq_factor = rs["high_freq_factor"]
+    old_context_len = rs["original_max_position_embeddings"]
+    low_freq_wavelen = old_context_len / low_freq_factor
+    high_freq_wavelen = old_context_len / high_freq_factor
+    wavelen = 2 * math.pi / inv_freq
+    # wavelen < high_freq_wavelen: keep; wavelen > low_freq_wavelen: divide by factor
+    scaled = torch.where(wavelen > low_freq_wavelen, inv_freq / factor, inv_freq)
+    # in between: interpolate with a smooth factor
+    smooth = (old_context_len / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor)
+    smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= high_freq_wavelen) & (wavelen <= low_freq_wavelen)
+    return torch.where(medium, smoothed, scaled)
+
+
+def rotate_half(x):
+    h = x.shape[-1] // 2
+    return torch.cat((-x[..., h:], x[..., :h]), dim=-1)
+
+
+def rope_cos_sin(inv_freq, T):
+    # RotaryEmbedding.forward: freqs = pos * inv_freq; emb = cat(freqs, freqs)
+    pos = torch.arange(T, dtype=DT)
+    freqs = pos[:, None] * inv_freq[None, :]
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x, cos, sin):
+    # x: (heads, T, head_dim); apply_rotary_pos_emb (non-interleaved halves)
+    return x * cos[None] + rotate_half(x) * sin[None]
+
+
+def repeat_kv(x, n_rep):
+    # (n_kv, T, hd) -> (n_kv * n_rep, T, hd); head h uses kv head h // n_rep
+    if n_rep == 1:
+        return x
+    nkv, T, hd = x.shape
+    return x[:, None].expand(nkv, n_rep, T, hd).reshape(nkv * n_rep, T, hd)
+
+
+def causal_attention(q, k, v):
+    # eager_attention_forward with a causal mask; q,k,v: (H, T, hd)
+    T, hd = q.shape[1], q.shape[2]
+    scores = torch.matmul(q, k.transpose(1, 2)) * (hd ** -0.5)
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    scores = scores.masked_fill(mask, float("-inf"))
+    p = torch.softmax(scores, dim=-1)
+    return torch.matmul(p, v)
+
+
+def linear(x, w, b=None):
+    y = x @ w.t()
+    return y + b if b is not None else y
+
+
+def silu(x):
+    return x * torch.sigmoid(x)
+
+
+def swiglu(x, w_gate, w_up, w_down):
+    # LlamaMLP: down(act(gate(x)) * up(x)); MixtralBlockSparseTop2MLP: w2(act(w1 x) * w3 x)
+    return linear(silu(linear(x, w_gate)) * linear(x, w_up), w_down)
+
+
+def route(router_logits, k):
+    """MixtralSparseMoeBlock gating: softmax over all experts, top-k, renormalise.
+
+    Returns (probs (T,E), experts (T,k) in descending weight order, weights (T,k))."""
+    probs = torch.softmax(router_logits, dim=-1)
+    w, idx = torch.topk(probs, k, dim=-1)
+    w = w / w.sum(dim=-1, keepdim=True)
+    return probs, idx, w
+
+
+# ---------------------------------------------------------------------------
+# the model
+# ---------------------------------------------------------------------------
+
+
+class Model:
+    def __init__(self, cfg, W):
+        self.cfg = cfg
+        self.W = W
+        arch = cfg["architectures"][0]
+        if arch not in ("LlamaForCausalLM", "MixtralForCausalLM"):
+            raise ValueError("unsupported architecture %s" % arch)
+        self.moe = arch == "MixtralForCausalLM"
+        self.d = cfg["hidden_size"]
+        self.L = cfg["num_hidden_layers"]
+        self.nh = cfg["num_attention_heads"]
+        self.nkv = cfg.get("num_key_value_heads") or self.nh
+        self.hd = cfg.get("head_dim") or self.d // self.nh
+        self.eps = cfg["rms_norm_eps"]
+        self.vocab = cfg["vocab_size"]
+        assert cfg.get("hidden_act", "silu") == "silu"
+        theta = cfg.get("rope_theta", 1e6 if self.moe else 10000.0)
+        rs = cfg.get("rope_scaling")
+        if rs and rs.get("rope_type", rs.get("type")) == "llama3":
+            rs = dict(rs)
+            rs.setdefault("original_max_position_embeddings", cfg["max_position_embeddings"])
+            self.inv_freq = llama3_inv_freq(theta, self.hd, rs)
+        elif rs and rs.get("rope_type", rs.get("type", "default")) != "default":
+            raise ValueError("rope_scaling %r not implemented in the reference" % rs)
+        else:
+            self.inv_freq = default_inv_freq(theta, self.hd)
+        self.n_experts = cfg.get("num_local_experts", 0)
+        self.top_k = cfg.get("num_experts_per_tok", 0)
+        tied = cfg.get("tie_word_embeddings", False)
+        self.lm_head = W["model.embed_tokens.weight"] if tied else W["lm_head.weight"]
+        if tied and "lm_head.weight" in W:
+            raise ValueError("tied model carries an lm_head.weight")
+
+    def attention(self, i, h):
+        W = self.W
+        p = "model.layers.%d.self_attn." % i
+        T = h.shape[0]
+        q = linear(h, W[p + "q_proj.weight"], W.get(p + "q_proj.bias"))
+        k = linear(h, W[p + "k_proj.weight"], W.get(p + "k_proj.bias"))
+        v = linear(h, W[p + "v_proj.weight"], W.get(p + "v_proj.bias"))
+        q = q.view(T, self.nh, self.hd).transpose(0, 1)
+        k = k.view(T, self.nkv, self.hd).transpose(0, 1)
+        v = v.view(T, self.nkv, self.hd).transpose(0, 1)
+        cos, sin = rope_cos_sin(self.inv_freq, T)
+        q = apply_rope(q, cos, sin)
+        k = apply_rope(k, cos, sin)
+        rep = self.nh // self.nkv
+        o = causal_attention(q, repeat_kv(k, rep), repeat_kv(v, rep))
+        o = o.transpose(0, 1).reshape(T, self.nh * self.hd)
+        return linear(o, W[p + "o_proj.weight"], W.get(p + "o_proj.bias"))
+
+    def moe_block(self, i, h, k, trace):
+        W = self.W
+        p = "model.layers.%d.block_sparse_moe." % i
+        probs, idx, w = route(linear(h, W[p + "gate.weight"]), k)
+        out = torch.zeros_like(h)
+        for e in range(self.n_experts):
+            sel = (idx == e)                      # (T, k)
+            rows = sel.any(dim=-1).nonzero().flatten()
+            if rows.numel() == 0:
+                continue
+            q = p + "experts.%d." % e
+            y = swiglu(h[rows], W[q + "w1.weight"], W[q + "w3.weight"], W[q + "w2.weight"])
+            we = (w * sel).sum(dim=-1)[rows]
+            out[rows] += we[:, None] * y
+        if trace is not None:
+            trace.append((probs, idx, w))
+        return out
+
+    def forward(self, ids, k=None, trace=None):
+        """ids: list of token ids -> logits (T, vocab), float64."""
+        W = self.W
+        x = W["model.embed_tokens.weight"][torch.tensor(ids, dtype=torch.long)]
+        for i in range(self.L):
+            p = "model.layers.%d." % i
+            x = x + self.attention(i, rms_norm(x, W[p + "input_layernorm.weight"], self.eps))
+            h = rms_norm(x, W[p + "post_attention_layernorm.weight"], self.eps)
+            if self.moe:
+                x = x + self.moe_block(i, h, k or self.top_k, trace)
+            else:
+                x = x + swiglu(h, W[p + "mlp.gate_proj.weight"], W[p + "mlp.up_proj.weight"],
+                               W[p + "mlp.down_proj.weight"])
+        x = rms_norm(x, W["model.norm.weight"], self.eps)
+        return x @ self.lm_head.t()
+
+
+# ---------------------------------------------------------------------------
+# golden files
+# ---------------------------------------------------------------------------
+
+
+def prompts():
+    rng = np.random.default_rng(PROMPT_SEED)
+    return [[int(t) for t in rng.integers(1, PROMPT_VOCAB, size=n)] for n in PROMPT_LENGTHS]
+
+
+def sig7(x):
+    return float("%.7g" % x)
+
+
+def greedy(model, prompt, k, n=N_GREEDY):
+    """Greedy decoding by re-running the whole sequence at each step (no cache)."""
+    seq = list(prompt)
+    out, margins, first = [], [], None
+    for step in range(n):
+        logits = model.forward(seq, k)[-1]
+        if first is None:
+            first = logits
+        top2 = torch.topk(logits, 2)
+        nxt = int(top2.indices[0])
+        margins.append(float(top2.values[0] - top2.values[1]))
+        out.append(nxt)
+        seq.append(nxt)
+    return first, out, margins
+
+
+def golden_for(model_dir, verbose=True):
+    name = os.path.basename(os.path.normpath(model_dir))
+    t0 = time.time()
+    m = load_model(model_dir)
+    ks = MOE_KS if m.moe else (None,)
+    cases = []
+    for prompt in prompts():
+        if max(prompt) >= m.vocab:
+            raise ValueError("prompt id out of the vocabulary of %s" % name)
+        for k in ks:
+            trace = [] if m.moe else None
+            last_logits, toks, margins = greedy(m, prompt, k)
+            case = {
+                "prompt": prompt,
+                "k": k,
+                "logits": [sig7(v) for v in last_logits.tolist()],
+                "greedy": toks,
+                "min_margin": sig7(min(margins)),
+            }
+            if m.moe:
+                # routing at the last prompt position, one entry per layer:
+                # chosen experts in descending weight order, their renormalised weights
+                tr = []
+                m.forward(prompt, k, trace=tr)
+                case["routing_last"] = {
+                    "experts": [[int(e) for e in idx[-1].tolist()] for _, idx, _ in tr],
+                    "weights": [[sig7(v) for v in w[-1].tolist()] for _, _, w in tr],
+                }
+            cases.append(case)
+    doc = {
+        "model": name,
+        "reference": "tests/reference/reference.py, torch %s, float64" % torch.__version__,
+        "cases": cases,
+    }
+    os.makedirs(GOLDEN, exist_ok=True)
+    path = os.path.join(GOLDEN, name + ".json")
+    with open(path, "w") as f:
+        f.write(format_golden(doc))
+    if verbose:
+        print("%-22s %d cases  %6d bytes  %.2fs" % (name, len(cases), os.path.getsize(path), time.time() - t0))
+        for c in cases:
+            lg = np.array(c["logits"])
+            print("   len %2d k=%-4s logits std %5.2f max %6.2f  greedy %2d distinct  min_margin %.4f" % (
+                len(c["prompt"]), c["k"], lg.std(), lg.max(), len(set(c["greedy"])), c["min_margin"]))
+    return doc
+
+
+def format_golden(doc):
+    """JSON with one case field per line, so that diffs of golden files stay readable."""
+    lines = ['{', '  "model": %s,' % json.dumps(doc["model"]),
+             '  "reference": %s,' % json.dumps(doc["reference"]), '  "cases": [']
+    for ci, c in enumerate(doc["cases"]):
+        fields = ['    "%s": %s' % (key, json.dumps(val, separators=(", ", ": "))) for key, val in c.items()]
+        lines.append('   {')
+        lines.append(",\n".join(fields))
+        lines.append('   }' + ("," if ci + 1 < len(doc["cases"]) else ""))
+    lines.append('  ]')
+    lines.append('}')
+    return "\n".join(lines) + "\n"
+
+
+def stats(model_dir):
+    """Routing spread and greedy diversity, to check that a fixture is not degenerate."""
+    m = load_model(model_dir)
+    print(model_dir, "vocab", m.vocab, "head_dim", m.hd, "inv_freq", [round(v, 6) for v in m.inv_freq.tolist()])
+    for prompt in prompts():
+        for k in (MOE_KS if m.moe else (None,)):
+            tr = []
+            lg = m.forward(prompt, k, trace=tr)
+            line = "  len %2d k=%s logits std %.2f" % (len(prompt), k, float(lg[-1].std()))
+            if m.moe:
+                counts = [np.bincount(idx[:, 0].numpy(), minlength=m.n_experts).tolist() for _, idx, _ in tr]
+                line += "  top1 counts per layer " + " ".join("".join("%2d" % c for c in cl) for cl in counts)
+            print(line)
+
+
+# ---------------------------------------------------------------------------
+# self-check: the vectorised blocks against plain loops / other formulations
+# ---------------------------------------------------------------------------
+
+
+def self_check():
+    g = torch.Generator().manual_seed(0)
+    ok = True
+
+    def check(what, a, b, tol=1e-12):
+        nonlocal ok
+        err = float((a - b).abs().max())
+        good = err <= tol
+        ok &= good
+        print("  %-58s max|diff| %.2e %s" % (what, err, "ok" if good else "FAIL"))
+
+    # 1. attention (with GQA) against an explicit per-head, per-position loop
+    H, KV, T, hd = 4, 2, 9, 8
+    q = torch.randn(H, T, hd, generator=g, dtype=DT)
+    k = torch.randn(KV, T, hd, generator=g, dtype=DT)
+    v = torch.randn(KV, T, hd, generator=g, dtype=DT)
+    fast_attn = fast = causal_attention(q, repeat_kv(k, H // KV), repeat_kv(v, H // KV))
+    slow = torch.zeros_like(fast)
+    for h in range(H):
+        kv = h // (H // KV)
+        for t in range(T):
+            s = torch.tensor([float(q[h, t] @ k[kv, u]) / math.sqrt(hd) for u in range(t + 1)], dtype=DT)
+            p = torch.exp(s - s.max())
+            p = p / p.sum()
+            slow[h, t] = sum(p[u] * v[kv, u] for u in range(t + 1))
+    check("attention == per-head loop (GQA, causal)", fast, slow)
+
+    # 2. attention against torch's own scaled-dot-product attention (torch 1.13:
+    #    the private F._scaled_dot_product_attention, boolean "may attend" mask)
+    sdpa = getattr(torch.nn.functional, "_scaled_dot_product_attention", None)
+    if sdpa is not None:
+        allowed = torch.tril(torch.ones(T, T, dtype=torch.bool))
+        ref, _ = sdpa(q, repeat_kv(k, H // KV), repeat_kv(v, H // KV), allowed, 0.0, False, False)
+        check("attention == torch F._scaled_dot_product_attention", fast_attn, ref)
+
+    # 3. RoPE via rotate_half == complex rotation of pairs (j, j + hd/2)
+    inv = llama3_inv_freq(500000.0, 16, {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                                          "original_max_position_embeddings": 64})
+    x = torch.randn(3, T, 16, generator=g, dtype=DT)
+    cos, sin = rope_cos_sin(inv, T)
+    fast = apply_rope(x, cos, sin)
+    z = torch.complex(x[..., :8], x[..., 8:])
+    ang = torch.arange(T, dtype=DT)[:, None] * inv[None, :]
+    zr = z * torch.polar(torch.ones_like(ang), ang)[None]
+    check("RoPE rotate_half == complex rotation of (j, j+d/2)", fast, torch.cat((zr.real, zr.imag), -1))
+
+    # 4. llama3 inv_freq: the three regimes, computed element by element
+    base = default_inv_freq(500000.0, 16)
+    exp = []
+    for f in base.tolist():
+        wl = 2 * math.pi / f
+        if wl < 64 / 4:
+            exp.append(f)
+        elif wl > 64 / 1:
+            exp.append(f / 8)
+        else:
+            s = (64 / wl - 1) / (4 - 1)
+            exp.append((1 - s) * f / 8 + s * f)
+    check("llama3 inv_freq == scalar per-band formula", inv, torch.tensor(exp, dtype=DT), 0)
+
+    # 5. MoE block vs dense evaluation of every expert with a 0/1 selection
+    class Fake:
+        pass
+    d, ff, E = 12, 10, 6
+    W = {}
+    for e in range(E):
+        W["model.layers.0.block_sparse_moe.experts.%d.w1.weight" % e] = torch.randn(ff, d, generator=g, dtype=DT)
+        W["model.layers.0.block_sparse_moe.experts.%d.w3.weight" % e] = torch.randn(ff, d, generator=g, dtype=DT)
+        W["model.layers.0.block_sparse_moe.experts.%d.w2.weight" % e] = torch.randn(d, ff, generator=g, dtype=DT)
+    W["model.layers.0.block_sparse_moe.gate.weight"] = torch.randn(E, d, generator=g, dtype=DT)
+    m = Fake()
+    m.W, m.n_experts = W, E
+    h = torch.randn(T, d, generator=g, dtype=DT)
+    for kk in (1, 2, E):
+        fast = Model.moe_block(m, 0, h, kk, None)
+        logits = h @ W["model.layers.0.block_sparse_moe.gate.weight"].t()
+        slow = torch.zeros_like(h)
+        for t in range(T):
+            pr = [math.exp(v) for v in logits[t].tolist()]
+            s = sum(pr)
+            pr = [v / s for v in pr]
+            order = sorted(range(E), key=lambda e: -pr[e])[:kk]
+            tot = sum(pr[e] for e in order)
+            for e in order:
+                p = "model.layers.0.block_sparse_moe.experts.%d." % e
+                a = W[p + "w1.weight"] @ h[t]
+                y = W[p + "w2.weight"] @ (a * torch.sigmoid(a) * (W[p + "w3.weight"] @ h[t]))
+                slow[t] += pr[e] / tot * y
+        check("MoE top-%d == per-token loop over chosen experts" % kk, fast, slow)
+
+    # 6. RMSNorm against torch's formulation through layer statistics
+    x = torch.randn(5, 16, generator=g, dtype=DT)
+    w = torch.randn(16, generator=g, dtype=DT)
+    check("RMSNorm == x / sqrt(mean(x^2)+eps) * w", rms_norm(x, w, 1e-5),
+          x / torch.sqrt((x * x).sum(-1, keepdim=True) / 16 + 1e-5) * w)
+
+    # 7. SiLU against torch's own
+    check("silu == torch.nn.functional.silu", silu(x), torch.nn.functional.silu(x))
+    print("self-check:", "passed" if ok else "FAILED")
+    return ok
+
+
+def f32_check(dirs):
+    """Run this same reference in float32 against the float64 golden files.
+
+    A proxy for what an f32 engine can reach: prints the largest logit
+    difference and whether the greedy continuations are identical."""
+    global DT
+    ok = True
+    for d in dirs:
+        name = os.path.basename(os.path.normpath(d))
+        with open(os.path.join(GOLDEN, name + ".json")) as f:
+            g = json.load(f)
+        DT = torch.float32
+        try:
+            m = load_model(d)
+            m = Model(m.cfg, {k: v.float() for k, v in m.W.items()})
+            worst, same = 0.0, True
+            for c in g["cases"]:
+                seq = list(c["prompt"])
+                lg = m.forward(seq, c["k"])[-1].double()
+                worst = max(worst, float((lg - torch.tensor(c["logits"], dtype=torch.float64)).abs().max()))
+                out = []
+                for _ in range(len(c["greedy"])):
+                    out.append(int(m.forward(seq, c["k"])[-1].argmax()))
+                    seq.append(out[-1])
+                same &= out == c["greedy"]
+        finally:
+            DT = torch.float64
+        ok &= same and worst < 1e-3
+        print("%-22s float32 vs golden: max|dlogit| %.2e, greedy identical: %s" % (name, worst, same))
+    return ok
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("models", nargs="*", help="model directories (default: all fixtures)")
+    ap.add_argument("--self-check", action="store_true", help="only run the self-check")
+    ap.add_argument("--stats", action="store_true", help="print routing/logit statistics instead of writing")
+    ap.add_argument("--f32-check", action="store_true",
+                    help="run the reference in float32 against the golden files (tolerance evidence)")
+    a = ap.parse_args(argv)
+    t0 = time.time()
+    if a.self_check:
+        return 0 if self_check() else 1
+    dirs = a.models or [os.path.join(MODELS, n) for n in FIXTURE_NAMES]
+    if a.f32_check:
+        return 0 if f32_check(dirs) else 1
+    if a.stats:
+        for d in dirs:
+            stats(d)
+        return 0
+    if not self_check():
+        return 1
+    for d in dirs:
+        golden_for(d)
+    print("done in %.2fs" % (time.time() - t0))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,574 @@
+/* Kernels, pool and matmul against naive references written here: IEEE
+ * decoding from the formula, rounding by search in the table of
+ * representable values, dot products in double. Every ISA the CPU runs is
+ * tested through kern_set_isa.
+ *
+ * Tolerance for products: |got - ref| <= 1e-5 · Σ|w·x|. Float accumulation
+ * errs by at most 2^-24 per addition times the partial sum; the kernels
+ * keep 8-32 partial sums, so at cols = 1000 the worst case is about
+ * 125 · 6e-8 = 7.5e-6 of Σ|w·x|, and sgemm's sequential sums grow like
+ * √cols · 6e-8 ≈ 2e-6 for random signs. A wrong or missing term (about
+ * 1/cols ≈ 1e-3 of Σ|w·x| or more) fails by two orders of magnitude. */
+#include <cblas.h>
+#include <math.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "matmul.h"
+#include "pool.h"
+#include "tap.h"
+
+#define TOL 1e-5
+
+static const char *const isas[] = {"portable", "avx2", "avx512"};
+enum { N_ISAS = 3 };
+static const moe_dtype dtypes[] = {MOE_F32, MOE_F16, MOE_BF16};
+static const char *const dtype_names[] = {"f32", "f16", "bf16"};
+
+/* ---- helpers --------------------------------------------------------- */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15u;
+
+static uint64_t rng_u64(void) /* splitmix64 */
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+static float rng_unit(void) /* uniform in [-1, 1) */
+{
+    return (float)((double)(rng_u64() >> 40) / (double)(1u << 23) - 1.0);
+}
+
+static uint32_t bits_of(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    return u;
+}
+
+static float float_of(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* IEEE binary16 and bfloat16 from the formula: (-1)^s · 2^(e-bias) · 1.m,
+ * subnormals 2^(1-bias) · 0.m, all-ones exponent inf or NaN. */
+static double ref_f16(uint16_t h)
+{
+    int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
+    double v = e == 31 ? (m ? NAN : INFINITY)
+               : e == 0 ? ldexp(m / 1024.0, -14)
+                        : ldexp(1.0 + m / 1024.0, e - 15);
+    return s ? -v : v;
+}
+
+static double ref_bf16(uint16_t h)
+{
+    int s = h >> 15, e = (h >> 7) & 255, m = h & 127;
+    double v = e == 255 ? (m ? NAN : INFINITY)
+               : e == 0 ? ldexp(m / 128.0, -126)
+                        : ldexp(1.0 + m / 128.0, e - 127);
+    return s ? -v : v;
+}
+
+static double ref_decode(moe_dtype t, const unsigned char *p, size_t i)
+{
+    if (t == MOE_F32) {
+        float f;
+        memcpy(&f, p + 4 * i, 4);
+        return f;
+    }
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return t == MOE_F16 ? ref_f16(h) : ref_bf16(h);
+}
+
+static void store(moe_dtype t, unsigned char *p, size_t i, float f)
+{
+    uint16_t h;
+    switch (t) {
+    case MOE_F16:
+        h = kern_f32_to_f16(f);
+        memcpy(p + 2 * i, &h, 2);
+        break;
+    case MOE_BF16:
+        h = kern_f32_to_bf16(f);
+        memcpy(p + 2 * i, &h, 2);
+        break;
+    default:
+        memcpy(p + 4 * i, &f, 4);
+    }
+}
+
+static size_t esize(moe_dtype t)
+{
+    return t == MOE_F32 ? 4 : 2;
+}
+
+/* Same value, or both NaN. */
+static int same(double a, double b)
+{
+    return (isnan(a) && isnan(b)) || (a == b && !signbit(a) == !signbit(b));
+}
+
+/* Round-to-nearest-even by search: values[k] for k <= top are the
+ * non-negative finite values of the format in order, values[top + 1] is
+ * the next power of two (the value inf rounds from). */
+static uint16_t ref_round(const double *values, int top, float f)
+{
+    uint16_t sign = signbit(f) ? 0x8000 : 0;
+    double a = fabs((double)f);
+    int lo = 0, hi = top + 1; /* values[lo] <= a < values[hi] */
+    if (a >= values[top + 1])
+        return sign | (uint16_t)(top + 1);
+    while (hi - lo > 1) {
+        int mid = (lo + hi) / 2;
+        if (values[mid] <= a)
+            lo = mid;
+        else
+            hi = mid;
+    }
+    double m = (values[lo] + values[hi]) / 2; /* exact in double */
+    int k = a < m ? lo : a > m ? hi : (lo % 2 == 0 ? lo : hi);
+    return sign | (uint16_t)k;
+}
+
+static double f16_values[0x7c01], bf16_values[0x7f81];
+
+static void make_tables(void)
+{
+    for (int k = 0; k < 0x7c00; k++)
+        f16_values[k] = ref_f16((uint16_t)k);
+    f16_values[0x7c00] = 65536.0;
+    for (int k = 0; k < 0x7f80; k++)
+        bf16_values[k] = ref_bf16((uint16_t)k);
+    bf16_values[0x7f80] = ldexp(1.0, 128);
+}
+
+/* The encoding f must round to, or -1 for "any NaN of f's sign". */
+static int32_t want_f16(float f)
+{
+    return isnan(f) ? -1 : ref_round(f16_values, 0x7bff, f);
+}
+
+static int32_t want_bf16(float f)
+{
+    return isnan(f) ? -1 : ref_round(bf16_values, 0x7f7f, f);
+}
+
+static int is_nan16(uint16_t h, int exp_bits)
+{
+    int man_bits = 15 - exp_bits;
+    uint16_t exp_mask = (uint16_t)(((1u << exp_bits) - 1) << man_bits);
+    return (h & exp_mask) == exp_mask && (h & ((1u << man_bits) - 1)) != 0;
+}
+
+/* ---- conversions ------------------------------------------------------ */
+
+static void test_decode(void)
+{
+    int bad16 = 0, bad_bf = 0, payload = 0;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = kern_f16_to_f32((uint16_t)h);
+        bad16 += !same(f, ref_f16((uint16_t)h)) || !signbit(f) != !(h >> 15);
+        if (isnan(f) && ((bits_of(f) >> 13) & 1023) != (h & 1023))
+            payload++;
+        float g = kern_bf16_to_f32((uint16_t)h);
+        bad_bf += !same(g, ref_bf16((uint16_t)h)) || bits_of(g) != h << 16;
+    }
+    ok(bad16 == 0, "all 65536 f16 patterns decode exactly (%d wrong)", bad16);
+    ok(payload == 0, "f16 NaN payloads survive decoding (%d lost)", payload);
+    ok(bad_bf == 0, "all 65536 bf16 patterns decode exactly (%d wrong)", bad_bf);
+}
+
+static int check_round(const char *name, uint16_t (*conv)(float), int32_t (*want)(float),
+                       int exp_bits, float f, int verbose)
+{
+    uint16_t got = conv(f);
+    int32_t w = want(f);
+    int good = w < 0 ? is_nan16(got, exp_bits) && (got >> 15) == (bits_of(f) >> 31) : got == w;
+    if (!good && verbose)
+        diag("%s(%a = 0x%08x) = 0x%04x, want 0x%04x", name, (double)f, bits_of(f), got,
+             (unsigned)w);
+    return good;
+}
+
+static void test_round(void)
+{
+    /* Named cases first, each with its expected encoding. */
+    static const struct {
+        float f;
+        uint16_t f16, bf16;
+        const char *what;
+    } cases[] = {
+        {1.0f, 0x3c00, 0x3f80, "one"},
+        {1.0f + 0x1p-11f, 0x3c00, 0x3f80, "f16 tie below an even: down"},
+        {1.0f + 3 * 0x1p-11f, 0x3c02, 0x3f80, "f16 tie above an odd: up"},
+        {1.0f + 0x1p-8f, 0x3c04, 0x3f80, "bf16 tie below an even: down"},
+        {1.0f + 3 * 0x1p-8f, 0x3c0c, 0x3f82, "bf16 tie above an odd: up"},
+        {65504.0f, 0x7bff, 0x4780, "largest f16"},
+        {65519.99f, 0x7bff, 0x4780, "just below the f16 overflow tie"},
+        {65520.0f, 0x7c00, 0x4780, "f16 overflow tie goes to inf"},
+        {1e10f, 0x7c00, 0x5015, "far past f16 range"},
+        {3.4028235e38f, 0x7c00, 0x7f80, "FLT_MAX: bf16 rounds to inf"},
+        {0x1p-24f, 0x0001, 0x3380, "smallest f16 subnormal"},
+        {0x1p-25f, 0x0000, 0x3300, "half the smallest subnormal: tie to zero"},
+        {0x1.8p-24f, 0x0002, 0x33c0, "1.5 subnormal units: tie to even (2)"},
+        {0x1.000002p-25f, 0x0001, 0x3300, "just above half a unit"},
+        {0x1.ff8p-15f, 0x03ff, 0x3880, "largest f16 subnormal"},
+        {0x1.ffcp-15f, 0x0400, 0x3880, "tie past the largest subnormal: up to the smallest normal"},
+        {0x1p-14f, 0x0400, 0x3880, "smallest f16 normal"},
+        {-2.0f, 0xc000, 0xc000, "negative"},
+        {-0.0f, 0x8000, 0x8000, "negative zero"},
+        {0x1p-130f, 0x0000, 0x0008, "bf16 subnormal"},
+        {0x1p-140f, 0x0000, 0x0000, "below half the smallest bf16 subnormal"},
+        {INFINITY, 0x7c00, 0x7f80, "inf"},
+        {-INFINITY, 0xfc00, 0xff80, "-inf"},
+    };
+    int bad = 0;
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        uint16_t h = kern_f32_to_f16(cases[i].f), b = kern_f32_to_bf16(cases[i].f);
+        if (h != cases[i].f16 || b != cases[i].bf16) {
+            diag("%s: %a -> f16 0x%04x (want 0x%04x), bf16 0x%04x (want 0x%04x)", cases[i].what,
+                 (double)cases[i].f, h, cases[i].f16, b, cases[i].bf16);
+            bad++;
+        }
+        /* the named expectations must agree with the search reference */
+        if (want_f16(cases[i].f) != cases[i].f16 || want_bf16(cases[i].f) != cases[i].bf16) {
+            diag("reference disagrees on: %s", cases[i].what);
+            bad++;
+        }
+    }
+    ok(bad == 0, "f32 -> f16/bf16: named cases (ties, overflow, subnormals, signs)");
+
+    uint32_t nans[] = {0x7f800001, 0x7fc00000, 0xffc00000, 0x7f802000, 0xff800001, 0x7fffffff};
+    int nan_bad = 0;
+    for (size_t i = 0; i < sizeof nans / sizeof nans[0]; i++) {
+        nan_bad += !check_round("f16", kern_f32_to_f16, want_f16, 5, float_of(nans[i]), 1);
+        nan_bad += !check_round("bf16", kern_f32_to_bf16, want_bf16, 8, float_of(nans[i]), 1);
+    }
+    ok(nan_bad == 0, "NaN stays NaN with its sign, whatever the payload");
+
+    /* Every representable value, every midpoint, and the floats on each
+     * side of them, in both signs. */
+    int bad16 = 0, bad_bf = 0;
+    for (int k = 0; k < 0x7c00; k++) {
+        double lo = f16_values[k], hi = f16_values[k + 1], m = (lo + hi) / 2;
+        float probe[] = {(float)lo, (float)m, nextafterf((float)m, 0), nextafterf((float)m, INFINITY)};
+        for (int i = 0; i < 4; i++)
+            for (int s = 0; s < 2; s++)
+                bad16 += !check_round("f16", kern_f32_to_f16, want_f16, 5,
+                                      s ? -probe[i] : probe[i], bad16 < 5);
+    }
+    for (int k = 0; k < 0x7f80; k++) {
+        double lo = bf16_values[k], hi = bf16_values[k + 1], m = (lo + hi) / 2;
+        float probe[] = {(float)lo, (float)m, nextafterf((float)m, 0), nextafterf((float)m, INFINITY)};
+        for (int i = 0; i < 4; i++)
+            for (int s = 0; s < 2; s++)
+                bad_bf += !check_round("bf16", kern_f32_to_bf16, want_bf16, 8,
+                                       s ? -probe[i] : probe[i], bad_bf < 5);
+    }
+    ok(bad16 == 0, "f32 -> f16: every value, midpoint and neighbour rounds as the reference");
+    ok(bad_bf == 0, "f32 -> bf16: every value, midpoint and neighbour rounds as the reference");
+
+    int bad_rand = 0;
+    for (int i = 0; i < 1000000; i++) {
+        float f = float_of((uint32_t)rng_u64());
+        bad_rand += !check_round("f16", kern_f32_to_f16, want_f16, 5, f, bad_rand < 5);
+        bad_rand += !check_round("bf16", kern_f32_to_bf16, want_bf16, 8, f, bad_rand < 5);
+    }
+    ok(bad_rand == 0, "f32 -> f16/bf16: a million random bit patterns");
+}
+
+/* ---- kernels, per ISA ------------------------------------------------- */
+
+/* n random weights of type t at an odd address; free *base. */
+static unsigned char *random_weights(moe_dtype t, size_t n, unsigned char **base)
+{
+    *base = malloc(n * esize(t) + 1);
+    unsigned char *w = *base + 1;
+    for (size_t i = 0; i < n; i++)
+        store(t, w, i, rng_unit());
+    return w;
+}
+
+static float *random_floats(size_t n)
+{
+    float *x = malloc((n ? n : 1) * sizeof *x);
+    for (size_t i = 0; i < n; i++)
+        x[i] = rng_unit();
+    return x;
+}
+
+/* Y(n, rows) against the double reference; the first bad element is shown. */
+static int check_product(const char *what, moe_dtype t, const unsigned char *W, size_t rows,
+                         size_t cols, const float *X, size_t n, const float *Y, size_t ldy)
+{
+    for (size_t v = 0; v < n; v++)
+        for (size_t r = 0; r < rows; r++) {
+            double ref = 0, mag = 0;
+            for (size_t j = 0; j < cols; j++) {
+                double p = ref_decode(t, W, r * cols + j) * X[v * cols + j];
+                ref += p;
+                mag += fabs(p);
+            }
+            double got = Y[v * ldy + r];
+            if (!(fabs(got - ref) <= TOL * mag)) {
+                diag("%s: Y[%zu][%zu] = %.9g, want %.9g (Σ|w·x| %.6g)", what, v, r, got, ref, mag);
+                return 0;
+            }
+        }
+    return 1;
+}
+
+static void test_matvec(const char *isa)
+{
+    static const size_t col_sizes[] = {1, 7, 15, 16, 17, 33, 100, 1000};
+    static const size_t row_sizes[] = {1, 5, 64};
+    for (int d = 0; d < 3; d++)
+        for (size_t ri = 0; ri < 3; ri++) {
+            size_t rows = row_sizes[ri];
+            int good = 1;
+            for (size_t ci = 0; ci < 8 && good; ci++) {
+                size_t cols = col_sizes[ci];
+                unsigned char *base;
+                unsigned char *W = random_weights(dtypes[d], rows * cols, &base);
+                float *x = random_floats(cols);
+                float *y = malloc((rows + 2) * sizeof *y);
+                for (size_t r = 0; r < rows + 2; r++)
+                    y[r] = 12345.0f;
+                kern_matvec(dtypes[d], W, cols, x, y + 1, 0, rows);
+                char what[64];
+                snprintf(what, sizeof what, "cols %zu", cols);
+                good = check_product(what, dtypes[d], W, rows, cols, x, 1, y + 1, 0) &&
+                       y[0] == 12345.0f && y[rows + 1] == 12345.0f;
+                free(base);
+                free(x);
+                free(y);
+            }
+            ok(good, "%s matvec %s, rows %zu, cols 1..1000", isa, dtype_names[d], rows);
+        }
+
+    /* Several vectors, a sub-range of rows, a Y stride wider than rows;
+     * what lies outside [r0, r1) must stay untouched. */
+    int good = 1;
+    for (int d = 0; d < 3 && good; d++)
+        for (size_t n = 1; n <= 9 && good; n++) {
+            size_t rows = 23, cols = 67, r0 = 3, r1 = 21, ldy = 29;
+            unsigned char *base;
+            unsigned char *W = random_weights(dtypes[d], rows * cols, &base);
+            float *X = random_floats(n * cols);
+            float *Y = malloc(n * ldy * sizeof *Y);
+            for (size_t i = 0; i < n * ldy; i++)
+                Y[i] = -7.0f;
+            kern_matvec_n(dtypes[d], W, cols, X, n, Y, ldy, r0, r1);
+            for (size_t v = 0; v < n; v++)
+                for (size_t r = 0; r < ldy; r++)
+                    if ((r < r0 || r >= r1) && Y[v * ldy + r] != -7.0f)
+                        good = 0;
+            /* shift the checked window to the rows computed */
+            good = good && check_product("matvec_n", dtypes[d], W + r0 * cols * esize(dtypes[d]),
+                                         r1 - r0, cols, X, n, Y + r0, ldy);
+            if (!good)
+                diag("%s n=%zu", dtype_names[d], n);
+            free(base);
+            free(X);
+            free(Y);
+        }
+    ok(good, "%s matvec_n: 1-9 vectors, rows [3, 21) of 23, ldy 29", isa);
+}
+
+static void test_vectors(const char *isa)
+{
+    static const size_t sizes[] = {0, 1, 7, 15, 16, 17, 33, 100, 1000, 65535};
+    int conv = 1, dot = 1, axpy = 1;
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+        size_t n = sizes[si];
+        for (int d = 0; d < 3; d++) {
+            /* every bit pattern, shifted through the sizes */
+            unsigned char *base = malloc(n * esize(dtypes[d]) + 1), *src = base + 1;
+            for (size_t i = 0; i < n; i++) {
+                if (dtypes[d] == MOE_F32)
+                    store(MOE_F32, src, i, rng_unit() * 1e3f);
+                else {
+                    uint16_t h = (uint16_t)(i * 40503u + si);
+                    memcpy(src + 2 * i, &h, 2);
+                }
+            }
+            float *dst = malloc((n + 1) * sizeof *dst);
+            dst[n] = 99.0f;
+            kern_to_f32(dtypes[d], src, dst, n);
+            for (size_t i = 0; i < n; i++)
+                if (!same(dst[i], ref_decode(dtypes[d], src, i)))
+                    conv = 0;
+            if (dst[n] != 99.0f)
+                conv = 0;
+            free(base);
+            free(dst);
+        }
+
+        float *a = random_floats(n), *b = random_floats(n + 1);
+        double ref = 0, mag = 0;
+        for (size_t i = 0; i < n; i++) {
+            ref += (double)a[i] * b[i];
+            mag += fabs((double)a[i] * b[i]);
+        }
+        if (!(fabs(kern_dot(a, b, n) - ref) <= TOL * mag))
+            dot = 0;
+        float *y = malloc((n + 1) * sizeof *y);
+        memcpy(y, b, (n + 1) * sizeof *y);
+        kern_axpy(0.375f, a, y, n);
+        for (size_t i = 0; i < n; i++)
+            if (fabs(y[i] - (0.375 * a[i] + b[i])) > 1e-6)
+                axpy = 0;
+        if (y[n] != b[n])
+            axpy = 0;
+        free(a);
+        free(b);
+        free(y);
+    }
+    ok(conv, "%s to_f32: f32, f16 and bf16, sizes 0..65535, exact", isa);
+    ok(dot, "%s dot: sizes 0..65535", isa);
+    ok(axpy, "%s axpy: sizes 0..65535, nothing written past n", isa);
+}
+
+/* ---- pool --------------------------------------------------------------- */
+
+typedef struct {
+    atomic_int *count; /* (n_tasks) */
+    atomic_int bad_thread;
+    int size;
+    long *per_thread; /* (size): written only by its own thread */
+} pool_check;
+
+static void count_task(void *arg, int task, int thread)
+{
+    pool_check *c = arg;
+    atomic_fetch_add_explicit(&c->count[task], 1, memory_order_relaxed);
+    if (thread < 0 || thread >= c->size)
+        atomic_store(&c->bad_thread, 1);
+    else
+        c->per_thread[thread] += task + 1;
+}
+
+static void test_pool(void)
+{
+    ok(pool_new(0) == NULL, "pool_new(0) fails");
+    for (int size = 1; size <= 4; size++) {
+        pool *p = pool_new(size);
+        if (!ok(p != NULL && pool_size(p) == size, "pool of %d", size))
+            continue;
+        enum { MAX_TASKS = 1000, RUNS = 10000 };
+        atomic_int *count = calloc(MAX_TASKS, sizeof *count);
+        long per_thread[4] = {0};
+        pool_check c = {count, 0, size, per_thread};
+        atomic_init(&c.bad_thread, 0);
+
+        /* sizes around the thread count, and many more tasks than threads */
+        static const int sizes[] = {0, 1, 2, 3, 4, 5, 7, 64, 1000};
+        int exact = 1;
+        for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+            for (int i = 0; i < MAX_TASKS; i++)
+                atomic_store(&count[i], 0);
+            for (int run = 0; run < 50; run++)
+                pool_run(p, count_task, &c, sizes[s]);
+            for (int i = 0; i < MAX_TASKS; i++)
+                if (atomic_load(&count[i]) != (i < sizes[s] ? 50 : 0))
+                    exact = 0;
+        }
+        ok(exact, "pool of %d: every task runs exactly once per run (0..1000 tasks)", size);
+
+        /* Reuse: 10000 back-to-back runs; the task sums must add up. */
+        memset(per_thread, 0, sizeof per_thread);
+        long want = 0;
+        for (int run = 0; run < RUNS; run++) {
+            int n = run % 17 + 1;
+            pool_run(p, count_task, &c, n);
+            want += (long)n * (n + 1) / 2;
+        }
+        long got = 0;
+        for (int t = 0; t < size; t++)
+            got += per_thread[t];
+        ok(got == want && !atomic_load(&c.bad_thread),
+           "pool of %d: %d reused runs, thread ids in range, sums %ld = %ld", size, RUNS, got, want);
+        free(count);
+        pool_free(p);
+    }
+    pool_free(NULL);
+}
+
+/* ---- matmul ------------------------------------------------------------- */
+
+static void test_matmul(void)
+{
+    static const size_t ns[] = {1, 2, 3, 5, 17, 128};
+    static const size_t shapes[][2] = {{1, 1}, {7, 33}, {100, 17}, {600, 1000}, {37, 300}};
+    for (int size = 1; size <= 3; size++) {
+        pool *p = pool_new(size);
+        matmul_ctx *c = matmul_new(p, 1000);
+        for (int d = 0; d < 3; d++)
+            for (size_t ni = 0; ni < 6; ni++) {
+                size_t n = ns[ni];
+                int good = 1;
+                for (size_t s = 0; s < 5 && good; s++) {
+                    size_t rows = shapes[s][0], cols = shapes[s][1];
+                    /* sgemm is given float pointers: keep them 4-aligned */
+                    unsigned char *base = malloc(rows * cols * esize(dtypes[d]) + 4), *W = base + 4;
+                    for (size_t i = 0; i < rows * cols; i++)
+                        store(dtypes[d], W, i, rng_unit());
+                    float *X = random_floats(n * cols);
+                    float *Y = malloc(n * rows * sizeof *Y);
+                    for (size_t i = 0; i < n * rows; i++)
+                        Y[i] = NAN; /* must be overwritten */
+                    matmul(c, dtypes[d], W, rows, cols, X, n, Y);
+                    char what[64];
+                    snprintf(what, sizeof what, "%zu x %zu", rows, cols);
+                    good = check_product(what, dtypes[d], W, rows, cols, X, n, Y, rows);
+                    free(base);
+                    free(X);
+                    free(Y);
+                }
+                ok(good, "matmul %s, n %zu, pool of %d, 5 shapes up to 600 x 1000", dtype_names[d],
+                   n, size);
+            }
+        matmul_free(c);
+        pool_free(p);
+    }
+}
+
+int main(void)
+{
+    /* MOESCOPE_ISA is read by the first kern_init. */
+    setenv("MOESCOPE_ISA", "portable", 1);
+    kern_init();
+    ok(strcmp(kern_isa(), "portable") == 0, "MOESCOPE_ISA=portable is obeyed (%s)", kern_isa());
+    ok(kern_set_isa("sse9") == -1, "an unknown ISA is refused");
+
+    make_tables();
+    test_decode();
+    test_round();
+
+    const char *best = "portable";
+    for (int i = 0; i < N_ISAS; i++) {
+        if (kern_set_isa(isas[i]) != 0) {
+            skip("%s: not supported by this CPU", isas[i]);
+            continue;
+        }
+        best = isas[i];
+        test_matvec(isas[i]);
+        test_vectors(isas[i]);
+    }
+    kern_set_isa(best);
+    diag("matmul uses %s kernels; OpenBLAS core %s", kern_isa(), openblas_get_corename());
+
+    test_pool();
+    test_matmul();
+    return done_testing();
+}

@@ -1,0 +1,252 @@
+/* The forward pass against golden values from the independent reference
+ * (tests/reference/reference.py, torch in float64, written from the
+ * transformers modelling code).
+ *
+ * Tolerance: the engine computes in f32 and the reference in f64 on the
+ * same (upcast) weights, so logits of order 1-10 differ by ~1e-5; 1e-3
+ * leaves room for summation order across thread counts and BLAS kernels
+ * while catching any real mistake (a wrong rope pair, bias or expert moves
+ * logits by 1e-1 or more). Greedy continuations must match exactly; the
+ * reference records the smallest top-1/top-2 gap on its path so that a
+ * near-tie would be visible in a failure. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "golden.h"
+#include "moescope/moescope.h"
+#include "tap.h"
+
+#define LOGIT_TOL 1e-3
+
+static const char *srcdir(void)
+{
+    const char *d = getenv("top_srcdir");
+    return d && *d ? d : ".";
+}
+
+static float max_abs_diff(const float *a, const float *b, int n)
+{
+    float m = 0;
+    for (int i = 0; i < n; i++) {
+        float d = fabsf(a[i] - b[i]);
+        if (!(d <= m)) /* NaN counts as a failure */
+            m = isnan(d) ? INFINITY : d;
+    }
+    return m;
+}
+
+static int argmax(const float *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b])
+            b = i;
+    return b;
+}
+
+/* ---- trace checks ---- */
+typedef struct {
+    int n_tokens, next_pos, bad;
+    int renorm, expect_k, n_routes;
+    char why[160];
+} trace_check;
+
+static void on_token(void *ctx, const moe_token_trace *t)
+{
+    trace_check *c = ctx;
+    if (c->bad)
+        return;
+    if (t->pos != c->next_pos)
+        snprintf(c->why, sizeof c->why, "position %d, expected %d", t->pos, c->next_pos);
+    else if (t->n_routes != c->n_routes)
+        snprintf(c->why, sizeof c->why, "%d routes, expected %d", t->n_routes, c->n_routes);
+    for (int r = 0; r < t->n_routes && !c->why[0]; r++) {
+        const moe_route *rt = &t->routes[r];
+        double ps = 0, ws = 0;
+        for (int e = 0; e < rt->n_experts; e++)
+            ps += rt->probs[e];
+        for (int j = 0; j < rt->k; j++) {
+            ws += rt->weights[j];
+            if (j && rt->probs[rt->experts[j]] > rt->probs[rt->experts[j - 1]])
+                snprintf(c->why, sizeof c->why, "experts not in order of probability");
+        }
+        if (fabs(ps - 1) > 1e-5)
+            snprintf(c->why, sizeof c->why, "layer %d probabilities sum to %f", rt->layer, ps);
+        else if (rt->k != c->expect_k)
+            snprintf(c->why, sizeof c->why, "layer %d chose %d experts, expected %d", rt->layer, rt->k,
+                     c->expect_k);
+        else if (c->renorm && fabs(ws - 1) > 1e-5)
+            snprintf(c->why, sizeof c->why, "layer %d weights sum to %f", rt->layer, ws);
+    }
+    c->bad = c->why[0] != 0;
+    c->n_tokens++;
+    c->next_pos++;
+}
+
+static void run_case(moe_model *m, const char *name, const golden_case *gc, int threads, int batch)
+{
+    const moe_model_info *in = moe_model_info_get(m);
+    moe_session *s;
+    moe_error err = {0};
+    moe_session_params sp = {0, threads, batch};
+    if (!ok(moe_session_new(m, &sp, &s, &err) == MOE_OK, "%s: session (%s)", name, err.msg))
+        return;
+    if (gc->k)
+        moe_session_set_k(s, -1, gc->k, &err);
+    trace_check tc = {0};
+    tc.renorm = 1;
+    tc.expect_k = gc->k;
+    tc.n_routes = in->n_moe_layers;
+    moe_trace_sink sink = {&tc, on_token};
+    moe_session_set_trace(s, &sink);
+
+    char label[160];
+    snprintf(label, sizeof label, "%s prompt %d k=%d threads=%d batch=%d", name, gc->n_prompt, gc->k,
+             threads, batch);
+    moe_status st = moe_session_eval(s, gc->prompt, gc->n_prompt, &err);
+    ok(st == MOE_OK, "%s: eval (%s)", label, st ? err.msg : "ok");
+    if (st) {
+        moe_session_free(s);
+        return;
+    }
+    float d = max_abs_diff(moe_session_logits(s), gc->logits, in->vocab);
+    ok(gc->n_logits == in->vocab && d <= LOGIT_TOL, "%s: last logits within %g (max abs diff %.2e)", label,
+       LOGIT_TOL, d);
+    if (in->n_moe_layers)
+        ok(!tc.bad && tc.n_tokens == gc->n_prompt, "%s: trace of %d tokens well-formed%s%s", label,
+           tc.n_tokens, tc.bad ? ": " : "", tc.why);
+
+    int32_t got[64];
+    int n = gc->n_greedy < 64 ? gc->n_greedy : 64, same = 1;
+    for (int i = 0; i < n; i++) {
+        got[i] = argmax(moe_session_logits(s), in->vocab);
+        same &= got[i] == gc->greedy[i];
+        if (i + 1 < n && moe_session_eval(s, &got[i], 1, &err))
+            break;
+    }
+    ok(same, "%s: greedy continuation of %d tokens identical (reference min margin %.3g)", label, n,
+       gc->min_margin);
+    if (!same) {
+        printf("#   got:      ");
+        for (int i = 0; i < n; i++)
+            printf(" %d", got[i]);
+        printf("\n#   expected: ");
+        for (int i = 0; i < n; i++)
+            printf(" %d", gc->greedy[i]);
+        printf("\n");
+    }
+    moe_session_free(s);
+}
+
+static void test_model(const char *name)
+{
+    char dir[1024], gpath[1024];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/%s", srcdir(), name);
+    snprintf(gpath, sizeof gpath, "%s/tests/fixtures/golden/%s.json", srcdir(), name);
+    moe_model *m;
+    moe_error err = {0};
+    if (!ok(moe_model_open(dir, &m, &err) == MOE_OK, "%s: opens (%s)", name, err.msg))
+        return;
+    golden g;
+    if (!ok(golden_load(gpath, &g) == 0 && g.n_cases > 0, "%s: golden file has cases", name)) {
+        moe_model_close(m);
+        return;
+    }
+    for (int i = 0; i < g.n_cases; i++) {
+        /* the prefill path (one batch), on two threads */
+        run_case(m, name, &g.cases[i], 2, 0);
+        /* long prompts again: one thread, several small batches */
+        if (g.cases[i].n_prompt > 8)
+            run_case(m, name, &g.cases[i], 1, 3);
+    }
+    /* the decode path alone: the longest prompt fed one token at a time */
+    const golden_case *gc = &g.cases[g.n_cases - 1];
+    moe_session *s;
+    moe_session_params sp = {0, 2, 1};
+    if (moe_session_new(m, &sp, &s, &err) == MOE_OK) {
+        if (gc->k)
+            moe_session_set_k(s, -1, gc->k, &err);
+        for (int i = 0; i < gc->n_prompt; i++)
+            moe_session_eval(s, &gc->prompt[i], 1, &err);
+        float d = max_abs_diff(moe_session_logits(s), gc->logits, moe_model_info_get(m)->vocab);
+        ok(d <= LOGIT_TOL, "%s: token-by-token prompt of %d matches (max abs diff %.2e)", name,
+           gc->n_prompt, d);
+        moe_session_free(s);
+    }
+    golden_free(&g);
+    moe_model_close(m);
+}
+
+/* Parameter counts from the config alone, independently of the binder. */
+static void test_info(void)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", srcdir());
+    moe_model *m;
+    moe_error err = {0};
+    if (!ok(moe_model_open(dir, &m, &err) == MOE_OK, "mixtral-tiny opens for info (%s)", err.msg))
+        return;
+    const moe_model_info *in = moe_model_info_get(m);
+    uint64_t d = (uint64_t)in->dim, q = (uint64_t)in->n_heads * in->head_dim,
+             kv = (uint64_t)in->n_kv_heads * in->head_dim, E = (uint64_t)in->n_experts, f = (uint64_t)in->ff;
+    uint64_t per_layer = 2 * d + d * q + 2 * d * kv + q * d + E * d + E * 3 * d * f;
+    uint64_t total = 2 * (uint64_t)in->vocab * d + in->n_layers * per_layer + d;
+    uint64_t active = total - in->n_layers * (E - (uint64_t)in->k) * 3 * d * f;
+    ok(!strcmp(in->arch, "mixtral") && in->n_experts == 8 && in->k == 2 && in->n_moe_layers == in->n_layers,
+       "mixtral-tiny: arch %s, %d experts, k=%d", in->arch, in->n_experts, in->k);
+    ok(in->params_total == total, "parameters total %llu == %llu", (unsigned long long)in->params_total,
+       (unsigned long long)total);
+    ok(in->params_active == active, "parameters active %llu == %llu", (unsigned long long)in->params_active,
+       (unsigned long long)active);
+    ok(in->weight_bytes == total * 4, "f32 weight bytes %llu", (unsigned long long)in->weight_bytes);
+
+    moe_session *s;
+    moe_session_params sp = {64, 1, 0};
+    moe_session_new(m, &sp, &s, &err);
+    ok(moe_session_set_k(s, -1, 0, &err) == MOE_EINVAL, "k=0 refused: %s", err.msg);
+    ok(moe_session_set_k(s, -1, 9, &err) == MOE_EINVAL && strstr(err.msg, "1 to 8"), "k=9 refused: %s",
+       err.msg);
+    ok(moe_session_set_k(s, 7, 2, &err) == MOE_EINVAL, "layer 7 refused: %s", err.msg);
+    ok(moe_session_set_k(s, 1, 3, &err) == MOE_OK && moe_session_get_k(s, 1) == 3 &&
+           moe_session_get_k(s, 0) == 2,
+       "k set for one layer only");
+    int32_t bad[2] = {1, in->vocab};
+    ok(moe_session_eval(s, bad, 2, &err) == MOE_EINVAL && moe_session_pos(s) == 0,
+       "out-of-vocabulary id refused, position unchanged: %s", err.msg);
+    int32_t ids[65] = {0};
+    ok(moe_session_eval(s, ids, 65, &err) == MOE_EINVAL && strstr(err.msg, "context"),
+       "overlong input refused: %s", err.msg);
+    ok(moe_session_eval(s, ids, 64, &err) == MOE_OK && moe_session_pos(s) == 64, "a full context is fine");
+    ok(moe_session_eval(s, ids, 1, &err) == MOE_EINVAL && moe_session_pos(s) == 64,
+       "one more token is refused: %s", err.msg);
+    moe_session_reset(s);
+    ok(moe_session_pos(s) == 0 && moe_session_eval(s, ids, 1, &err) == MOE_OK, "reset starts over");
+    moe_session_free(s);
+    moe_model_close(m);
+
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/llama-tiny", srcdir());
+    if (moe_model_open(dir, &m, &err) == MOE_OK) {
+        moe_session_new(m, &sp, &s, &err);
+        ok(moe_session_set_k(s, -1, 1, &err) == MOE_EINVAL && strstr(err.msg, "dense"),
+           "dense model: k refused: %s", err.msg);
+        ok(moe_model_info_get(m)->n_moe_layers == 0, "dense model has no MoE layers");
+        moe_session_free(s);
+        moe_model_close(m);
+    }
+    moe_session_params badp = {0, 0, -1};
+    ok(moe_model_open(dir, &m, &err) == MOE_OK && moe_session_new(m, &badp, &s, &err) == MOE_EINVAL,
+       "negative batch size refused: %s", err.msg);
+    moe_model_close(m);
+}
+
+int main(void)
+{
+    static const char *models[] = {"llama-tiny", "llama3-tiny", "mixtral-tiny", "mixtral-tiny-f16",
+                                   "mixtral-tiny-bf16"};
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
+        test_model(models[i]);
+    test_info();
+    return done_testing();
+}

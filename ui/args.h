@@ -1,0 +1,19 @@
+/* Command-line parsing shared by the subcommands: numbers with ranges, and
+ * the messages a user sees when a flag is wrong. */
+#ifndef MOE_ARGS_H
+#define MOE_ARGS_H
+
+#include <stdint.h>
+
+/* Parse `s` as an integer in [lo, hi] or a float in [lo, hi]. On failure
+ * print "moescope: FLAG: ..." to stderr and return 0. */
+int arg_int(const char *flag, const char *s, long lo, long hi, long *out);
+int arg_float(const char *flag, const char *s, double lo, double hi, double *out);
+/* "1,5,9" -> ids. Returns the count, or -1 after printing an error. *ids is
+ * malloc'ed; the caller frees it. */
+int arg_id_list(const char *flag, const char *s, int32_t **ids);
+
+/* Print "moescope: error: MSG" and return 1 (the exit status). */
+int fail_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

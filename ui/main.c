@@ -1,0 +1,46 @@
+/* moescope: the entry point. A table of subcommands; each lives in its own
+ * cli_*.c file and uses only the engine's public API. */
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+typedef struct {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} command;
+
+static const command COMMANDS[] = {
+    {"run", cmd_run, "generate from a prompt and stream the tokens"},
+    {"inspect", cmd_inspect, "show a model's architecture, sizes and memory"},
+    {"bench", cmd_bench, "measure prompt processing and generation speed"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: moescope COMMAND [MODEL] [OPTIONS]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        fprintf(f, "  %-8s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
+    fprintf(f, "\nMODEL is a directory with config.json and *.safetensors, or a Hugging Face\n"
+               "id (org/name) in the local cache. `moescope COMMAND --help` for options.\n");
+}
+
+int main(int argc, char **argv)
+{
+    blas_env_select(argv);
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0) {
+        printf("moescope %s\n", PACKAGE_VERSION);
+        return 0;
+    }
+    for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
+        if (strcmp(argv[1], COMMANDS[i].name) == 0)
+            return COMMANDS[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "moescope: unknown command '%s'\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
