@@ -101,12 +101,12 @@ static const char *shown(char *buf, const char *s)
     return buf;
 }
 
-static const char *shape_str(char *buf, size_t size, const int64_t *shape, int ndim)
+static const char *shape_str(char *buf, size_t size, const uint64_t *shape, int ndim)
 {
     size_t used = (size_t)snprintf(buf, size, "[");
     for (int i = 0; i < ndim && used < size; i++)
-        used += (size_t)snprintf(buf + used, size - used, "%s%lld", i ? ", " : "",
-                                 (long long)shape[i]);
+        used += (size_t)snprintf(buf + used, size - used, "%s%llu", i ? ", " : "",
+                                 (unsigned long long)shape[i]);
     if (used < size)
         snprintf(buf + used, size - used, "]");
     return buf;
@@ -402,8 +402,8 @@ static moe_status parse_entry(const char *file, const cJSON *item, const char *t
                         shown(sn, name), count, ST_MAX_DIMS);
         if (slot == &offs && count != 2)
             return fail(err, MOE_EFORMAT, file,
-                        "tensor '%s': data_offsets has %d entries; it needs exactly 2 (begin, end)",
-                        shown(sn, name), count);
+                        "tensor '%s': data_offsets has %d entr%s; it needs exactly 2 (begin, end)",
+                        shown(sn, name), count, count == 1 ? "y" : "ies");
         rc = read_uints(file, name, f->string, f, v, slot == &shape ? dims : off, err);
         if (rc)
             return rc;
@@ -434,13 +434,7 @@ static moe_status parse_entry(const char *file, const cJSON *item, const char *t
     e->t.ndim = cJSON_GetArraySize(shape);
     e->begin = off[0];
     e->end = off[1];
-    for (int i = 0; i < e->t.ndim; i++) {
-        if (dims[i] > INT64_MAX)
-            return fail(err, MOE_EFORMAT, file, "tensor '%s': shape[%d] = %llu is too large",
-                        shown(sn, name), i, (unsigned long long)dims[i]);
-        e->t.shape[i] = (int64_t)dims[i];
-    }
-    shape_str(ss, sizeof ss, e->t.shape, e->t.ndim);
+    shape_str(ss, sizeof ss, dims, e->t.ndim);
 
     /* Fold the element count left to right with a check at every step, as
      * the reference does: [2^62, 2^62, 0] overflows before it reaches 0. */
@@ -451,6 +445,15 @@ static moe_status parse_entry(const char *file, const cJSON *item, const char *t
                         "tensor '%s': shape %s has more than 2^64 elements (overflow)",
                         shown(sn, name), ss);
         numel *= dims[i];
+    }
+    /* Only an empty tensor such as [0, 2^63] gets here with a dimension
+     * that st_tensor's int64_t cannot hold. */
+    for (int i = 0; i < e->t.ndim; i++) {
+        if (dims[i] > INT64_MAX)
+            return fail(err, MOE_EUNSUPPORTED, file,
+                        "tensor '%s': shape[%d] = %llu is larger than moescope can represent",
+                        shown(sn, name), i, (unsigned long long)dims[i]);
+        e->t.shape[i] = (int64_t)dims[i];
     }
     if (numel > UINT64_MAX / bits)
         return fail(err, MOE_EFORMAT, file,
@@ -558,8 +561,9 @@ static moe_status check_tiling(const char *file, entry **by, size_t n, uint64_t 
                     (unsigned long long)data_len);
     if (at < data_len)
         return fail(err, MOE_EFORMAT, file,
-                    "%llu trailing bytes after the last tensor belong to no tensor",
-                    (unsigned long long)(data_len - at));
+                    "%llu trailing byte%s after the last tensor belong%s to no tensor",
+                    (unsigned long long)(data_len - at), data_len - at == 1 ? "" : "s",
+                    data_len - at == 1 ? "s" : "");
     return MOE_OK;
 }
 

@@ -311,21 +311,26 @@ static float *random_floats(size_t n)
 static int check_product(const char *what, moe_dtype t, const unsigned char *W, size_t rows,
                          size_t cols, const float *X, size_t n, const float *Y, size_t ldy)
 {
-    for (size_t v = 0; v < n; v++)
-        for (size_t r = 0; r < rows; r++) {
+    double *w = malloc(rows * cols * sizeof *w);
+    for (size_t i = 0; i < rows * cols; i++)
+        w[i] = ref_decode(t, W, i);
+    int good = 1;
+    for (size_t v = 0; v < n && good; v++)
+        for (size_t r = 0; r < rows && good; r++) {
             double ref = 0, mag = 0;
             for (size_t j = 0; j < cols; j++) {
-                double p = ref_decode(t, W, r * cols + j) * X[v * cols + j];
+                double p = w[r * cols + j] * X[v * cols + j];
                 ref += p;
                 mag += fabs(p);
             }
             double got = Y[v * ldy + r];
             if (!(fabs(got - ref) <= TOL * mag)) {
                 diag("%s: Y[%zu][%zu] = %.9g, want %.9g (Σ|w·x| %.6g)", what, v, r, got, ref, mag);
-                return 0;
+                good = 0;
             }
         }
-    return 1;
+    free(w);
+    return good;
 }
 
 static void test_matvec(const char *isa)

@@ -139,6 +139,10 @@ LLAMA3_ROPE = {
     "rope_type": "llama3",
 }
 
+# Seed chosen (among 103..122) for comfortable decision margins in all three
+# dtypes: greedy top-1/top-2 logit gap >= 0.01 and k-th/(k+1)-th router logit
+# gap >= 1e-3 at every position of every golden case.
+MIXTRAL_SEED = 109
 MIXTRAL_TINY = dict(hidden=64, layers=3, heads=4, kv_heads=2, inter=96, vocab=320, experts=8, topk=2,
                     rope_theta=1e6, max_pos=256)
 
@@ -156,13 +160,13 @@ FIXTURES = {
                             rope_scaling=LLAMA3_ROPE, tie=True, attention_bias=True, max_pos=256,
                             eps=1e-5)),
     "mixtral-tiny": dict(
-        seed=103, dtype="F32", shards=2,
+        seed=MIXTRAL_SEED, dtype="F32", shards=2,
         config=mixtral_config(**MIXTRAL_TINY)),
     "mixtral-tiny-f16": dict(
-        seed=103, dtype="F16", shards=1,
+        seed=MIXTRAL_SEED, dtype="F16", shards=1,
         config=mixtral_config(**MIXTRAL_TINY, torch_dtype="float16")),
     "mixtral-tiny-bf16": dict(
-        seed=103, dtype="BF16", shards=1,
+        seed=MIXTRAL_SEED, dtype="BF16", shards=1,
         config=mixtral_config(**MIXTRAL_TINY, torch_dtype="bfloat16")),
 }
 

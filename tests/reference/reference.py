@@ -352,6 +352,17 @@ def golden_for(model_dir, verbose=True):
                 "min_margin": sig7(min(margins)),
             }
             if m.moe:
+                # smallest gap between the k-th and (k+1)-th router logit over
+                # every layer and position of prompt + greedy continuation
+                # (None when k selects every expert: no decision to get wrong)
+                tr = []
+                m.forward(prompt + toks[:-1], k, trace=tr)
+                gap = None
+                if k < m.n_experts:
+                    gap = min(float((s[:, k - 1] - s[:, k]).min())
+                              for s in (torch.sort(torch.log(pr), dim=-1, descending=True).values
+                                        for pr, _, _ in tr))
+                case["min_router_gap"] = sig7(gap) if gap is not None else None
                 # routing at the last prompt position, one entry per layer:
                 # chosen experts in descending weight order, their renormalised weights
                 tr = []

@@ -1,0 +1,249 @@
+/* Micro-benchmark of the hot spot: pool dispatch latency, matrix-vector
+ * bandwidth and sgemm throughput, for choosing matmul's constants.
+ *
+ *   kernels_bench [pool|matvec|gemm|small|all]
+ *
+ * Run it both ways: `OPENBLAS_CORETYPE=SKYLAKEX kernels_bench gemm`. */
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels.h"
+#include "matmul.h"
+#include "pool.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void *random_weights(moe_dtype t, size_t n)
+{
+    unsigned char *w = malloc(n * (t == MOE_F32 ? 4 : 2));
+    uint32_t s = 12345;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 1664525u + 1013904223u;
+        float f = (float)(s >> 8) / (float)(1u << 24) - 0.5f;
+        uint16_t h = t == MOE_F16 ? kern_f32_to_f16(f) : kern_f32_to_bf16(f);
+        if (t == MOE_F32)
+            memcpy(w + 4 * i, &f, 4);
+        else
+            memcpy(w + 2 * i, &h, 2);
+    }
+    return w;
+}
+
+static float *random_floats(size_t n)
+{
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++)
+        x[i] = (float)((i * 7919) % 1000) / 1000.0f - 0.5f;
+    return x;
+}
+
+/* Seconds per call of fn(arg): best of 5 rounds of at least 0.1 s each. */
+static double time_it(void (*fn)(void *), void *arg)
+{
+    fn(arg);
+    double best = 1e30;
+    for (int round = 0; round < 5; round++) {
+        int reps = 0;
+        double t0 = now(), t;
+        do {
+            fn(arg);
+            reps++;
+        } while ((t = now() - t0) < 0.1);
+        if (t / reps < best)
+            best = t / reps;
+    }
+    return best;
+}
+
+/* ---- pool dispatch ------------------------------------------------------ */
+
+static void nop_task(void *ctx, int task, int thread)
+{
+    (void)ctx, (void)task, (void)thread;
+}
+
+static pool *bench_pool;
+static void dispatch(void *arg)
+{
+    pool_run(bench_pool, nop_task, arg, pool_size(bench_pool));
+}
+
+static void bench_dispatch(void)
+{
+    for (int n = 1; n <= 4; n++) {
+        bench_pool = pool_new(n);
+        printf("pool of %d: %.2f us per empty run of %d tasks\n", n, 1e6 * time_it(dispatch, NULL), n);
+        pool_free(bench_pool);
+    }
+}
+
+/* ---- matmul ------------------------------------------------------------- */
+
+typedef struct {
+    matmul_ctx *c;
+    moe_dtype t;
+    void *W;
+    size_t rows, cols, n;
+    float *X, *Y;
+} mm_args;
+
+static void run_matmul(void *arg)
+{
+    mm_args *a = arg;
+    matmul(a->c, a->t, a->W, a->rows, a->cols, a->X, a->n, a->Y);
+}
+
+static const char *const dtype_names[] = {"f32", "f16", "bf16"};
+
+static double bench_matmul(pool *p, moe_dtype t, size_t rows, size_t cols, size_t n)
+{
+    mm_args a = {matmul_new(p, cols), t, random_weights(t, rows * cols), rows, cols, n,
+                 random_floats(n * cols), malloc(n * rows * sizeof(float))};
+    double s = time_it(run_matmul, &a);
+    matmul_free(a.c);
+    free(a.W);
+    free(a.X);
+    free(a.Y);
+    return s;
+}
+
+static void bench_matvec(void)
+{
+    static const size_t shapes[][2] = {{1024, 2048}, {2048, 1024}, {14336, 4096}};
+    for (int isa = 0; isa < 3; isa++) {
+        const char *name = (const char *[]){"portable", "avx2", "avx512"}[isa];
+        if (kern_set_isa(name) != 0)
+            continue;
+        for (int threads = 1; threads <= 2; threads++) {
+            pool *p = pool_new(threads);
+            for (int d = 0; d < 3; d++)
+                for (size_t s = 0; s < 3; s++) {
+                    size_t rows = shapes[s][0], cols = shapes[s][1];
+                    double sec = bench_matmul(p, (moe_dtype)d, rows, cols, 1);
+                    double bytes = (double)rows * cols * (d == MOE_F32 ? 4 : 2);
+                    printf("%-8s matvec %-4s %5zu x %5zu, %d thread%s: %7.1f us  %6.1f GB/s\n", name,
+                           dtype_names[d], rows, cols, threads, threads > 1 ? "s" : " ", 1e6 * sec,
+                           bytes / sec / 1e9);
+                }
+            pool_free(p);
+        }
+    }
+}
+
+/* n from 1 to 8: where sgemm starts to beat the matrix-vector kernels
+ * (build twice, with -DMATMUL_SMALL_N=0 and =8, to compare). */
+static void bench_small(void)
+{
+    for (int threads = 1; threads <= 2; threads++) {
+        pool *p = pool_new(threads);
+        for (int d = 0; d < 3; d++)
+            for (size_t n = 1; n <= 8; n++) {
+                size_t rows = 2048, cols = 1024;
+                double sec = bench_matmul(p, (moe_dtype)d, rows, cols, n);
+                printf("small %-4s n %zu, %d thread%s: %8.1f us  %6.1f GFLOP/s\n", dtype_names[d], n,
+                       threads, threads > 1 ? "s" : " ", 1e6 * sec, 2.0 * n * rows * cols / sec / 1e9);
+            }
+        pool_free(p);
+    }
+}
+
+/* The alternative to matmul's design: convert a tile on the pool, then one
+ * sgemm with OpenBLAS using as many threads as the pool. */
+typedef struct {
+    moe_dtype t;
+    const unsigned char *W;
+    float *tile;
+    size_t cols, r0, nr, per_task;
+} conv_args;
+
+static void conv_task(void *arg, int task, int thread)
+{
+    conv_args *a = arg;
+    (void)thread;
+    size_t i0 = (size_t)task * a->per_task, i1 = i0 + a->per_task;
+    if (i1 > a->nr * a->cols)
+        i1 = a->nr * a->cols;
+    kern_to_f32(a->t, a->W + (a->r0 * a->cols + i0) * 2, a->tile + i0, i1 - i0);
+}
+
+typedef struct {
+    pool *p;
+    mm_args mm;
+    float *tile;
+    size_t tile_rows;
+} alt_args;
+
+static void run_alt(void *arg)
+{
+    alt_args *a = arg;
+    mm_args *m = &a->mm;
+    int nt = pool_size(a->p);
+    for (size_t r0 = 0; r0 < m->rows; r0 += a->tile_rows) {
+        size_t nr = m->rows - r0 < a->tile_rows ? m->rows - r0 : a->tile_rows;
+        conv_args c = {m->t, m->W, a->tile, m->cols, r0, nr, (nr * m->cols + nt - 1) / nt};
+        pool_run(a->p, conv_task, &c, nt);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m->n, (int)nr, (int)m->cols, 1.0f,
+                    m->X, (int)m->cols, a->tile, (int)m->cols, 0.0f, m->Y + r0, (int)m->rows);
+    }
+}
+
+static void bench_gemm(void)
+{
+    size_t rows = 2048, cols = 1024;
+    printf("OpenBLAS core %s\n", openblas_get_corename());
+    for (int threads = 1; threads <= 2; threads++) {
+        pool *p = pool_new(threads);
+        for (int d = 0; d < 3; d++)
+            for (size_t n = 32; n <= 128; n *= 4) {
+                double sec = bench_matmul(p, (moe_dtype)d, rows, cols, n);
+                printf("matmul %-4s n %3zu, %zu x %zu, %d thread%s: %8.1f us  %6.1f GFLOP/s\n",
+                       dtype_names[d], n, rows, cols, threads, threads > 1 ? "s" : " ", 1e6 * sec,
+                       2.0 * n * rows * cols / sec / 1e9);
+            }
+        /* the alternative, f16 only */
+        for (size_t n = 32; n <= 128; n *= 4)
+            for (size_t tr = 128; tr <= 2048; tr *= 4) {
+                alt_args a = {p,
+                              {NULL, MOE_F16, random_weights(MOE_F16, rows * cols), rows, cols, n,
+                               random_floats(n * cols), malloc(n * rows * sizeof(float))},
+                              malloc(tr * cols * sizeof(float)),
+                              tr};
+                openblas_set_num_threads(threads);
+                double sec = time_it(run_alt, &a);
+                openblas_set_num_threads(1);
+                printf("alt: convert on pool + sgemm with %d OpenBLAS threads, f16 n %3zu, tile %4zu "
+                       "rows: %8.1f us  %6.1f GFLOP/s\n",
+                       threads, n, tr, 1e6 * sec, 2.0 * n * rows * cols / sec / 1e9);
+                free(a.mm.W);
+                free(a.mm.X);
+                free(a.mm.Y);
+                free(a.tile);
+            }
+        pool_free(p);
+    }
+}
+
+int main(int argc, char **argv)
+{
+    const char *what = argc > 1 ? argv[1] : "all";
+    int all = strcmp(what, "all") == 0;
+    kern_init();
+    printf("kernels: %s\n", kern_isa());
+    if (all || strcmp(what, "pool") == 0)
+        bench_dispatch();
+    if (all || strcmp(what, "matvec") == 0)
+        bench_matvec();
+    if (all || strcmp(what, "small") == 0)
+        bench_small();
+    if (all || strcmp(what, "gemm") == 0)
+        bench_gemm();
+    return 0;
+}
