@@ -636,7 +636,7 @@ static void test_dirs(void)
     put_u8s("dup_files/a.safetensors", "p, q");
     put_u8s("dup_files/b.safetensors", "q");
     d = path_of("dup_files");
-    expect_bad_dir(d, MOE_EFORMAT, "a.safetensors", "in both", "a tensor in two unindexed files");
+    expect_bad_dir(d, MOE_EFORMAT, "dup_files", "in both", "a tensor in two unindexed files");
     free(d);
 
     mkdir_in("dup_file_bad");
@@ -725,7 +725,7 @@ static void test_index(void)
 
     d = index_case("ix_two_shards", "{\"weight_map\":{\"a\":\"s1.safetensors\",\"c\":\"s2.safetensors\"}}");
     put_u8s("ix_two_shards/s2.safetensors", "c, a");
-    expect_bad_dir(d, MOE_EFORMAT, "s1.safetensors", "in both", "a tensor present in two shards");
+    expect_bad_dir(d, MOE_EFORMAT, "ix_two_shards", "in both", "a tensor present in two shards");
     free(d);
 
     d = index_case("ix_bad_shard", "{\"weight_map\":{\"a\":\"s1.safetensors\",\"c\":\"s2.safetensors\"}}");

@@ -95,9 +95,11 @@ def llama_config(hidden, layers, heads, kv_heads, inter, vocab, *, head_dim=None
 
 
 def mixtral_config(hidden, layers, heads, kv_heads, inter, vocab, experts, topk, *, rope_theta=1e6,
-                   max_pos=4096, eps=1e-5, torch_dtype="float32", tie=False, bos=1, eos=2):
+                   max_pos=4096, eps=1e-5, torch_dtype="float32", tie=False, bos=1, eos=2, sliding_window=None):
     # The keys of Mixtral-8x7B's config.json: no head_dim, no attention_bias,
-    # no rope_scaling (an engine must apply the defaults).
+    # no rope_scaling (an engine must apply the defaults).  sliding_window is
+    # null there (full causal attention); an integer W limits each query at
+    # position i to the keys at positions j with i - W < j <= i.
     return {
         "architectures": ["MixtralForCausalLM"],
         "attention_dropout": 0.0,
@@ -119,7 +121,7 @@ def mixtral_config(hidden, layers, heads, kv_heads, inter, vocab, experts, topk,
         "rope_theta": float(rope_theta),
         "router_aux_loss_coef": 0.02,
         "router_jitter_noise": 0.0,
-        "sliding_window": None,
+        "sliding_window": sliding_window,
         "tie_word_embeddings": tie,
         "torch_dtype": torch_dtype,
         "use_cache": True,
@@ -146,6 +148,13 @@ MIXTRAL_SEED = 109
 MIXTRAL_TINY = dict(hidden=64, layers=3, heads=4, kv_heads=2, inter=96, vocab=320, experts=8, topk=2,
                     rope_theta=1e6, max_pos=256)
 
+# mixtral-tiny-swa: the mixtral-tiny dimensions with sliding-window attention.
+# The window (12) is shorter than the 40-token golden prompt and than every
+# prompt + 16 greedy tokens, so it really cuts context.  Seed chosen (among
+# 401..420) by the same margin criteria as MIXTRAL_SEED.
+MIXTRAL_SWA_SEED = 401
+MIXTRAL_SWA_WINDOW = 12
+
 FIXTURES = {
     "llama-tiny": dict(
         seed=101, dtype="F32", shards=1,
@@ -168,6 +177,9 @@ FIXTURES = {
     "mixtral-tiny-bf16": dict(
         seed=MIXTRAL_SEED, dtype="BF16", shards=1,
         config=mixtral_config(**MIXTRAL_TINY, torch_dtype="bfloat16")),
+    "mixtral-tiny-swa": dict(
+        seed=MIXTRAL_SWA_SEED, dtype="F32", shards=1,
+        config=mixtral_config(**MIXTRAL_TINY, sliding_window=MIXTRAL_SWA_WINDOW)),
 }
 
 BUNDLED = dict(

@@ -2,7 +2,7 @@
 # Everything a fresh Debian 12 machine needs before moescope builds:
 # installs the missing build dependencies with apt-get, then configures
 # and builds in build/ (or $BUILD_DIR). Extra configure flags come from
-# $CONFIGURE_FLAGS (CI passes --enable-werror).
+# $CONFIGURE_FLAGS (CI passes --enable-werror), compiler flags from $CFLAGS.
 set -eu
 cd "$(dirname "$0")/.."
 
@@ -24,10 +24,11 @@ build=${BUILD_DIR:-build}
 mkdir -p "$build"
 cd "$build"
 flags=${CONFIGURE_FLAGS:-}
+stamp="$flags CFLAGS=${CFLAGS:-}"
 # Reconfigure when the flags change, so a CI build never reuses a lax one.
-if [ ! -f Makefile ] || [ "$(cat .configure-flags 2>/dev/null)" != "$flags" ]; then
+if [ ! -f Makefile ] || [ "$(cat .configure-flags 2>/dev/null)" != "$stamp" ]; then
     # shellcheck disable=SC2086
     ../configure -q $flags >&2
-    echo "$flags" >.configure-flags
+    echo "$stamp" >.configure-flags
 fi
 make -s -j"$(nproc)" >&2

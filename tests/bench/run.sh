@@ -7,11 +7,16 @@ set -eu
 cd "$(dirname "$0")/../.."
 model=tests/bench/models/mixtral-bench-f16
 if [ ! -f "$model/config.json" ]; then
-    command -v python3 >/dev/null && python3 -c 'import numpy' 2>/dev/null || {
-        echo "bench: needs python3-numpy to build the bench model (apt-get install python3-numpy)" >&2
-        exit 1
-    }
-    python3 tools/gen_fixtures.py --bench "$model"
+    # Debian's python3 (a python3 earlier on PATH may lack numpy)
+    py=/usr/bin/python3
+    [ -x "$py" ] || py=python3
+    if ! "$py" -c 'import numpy' 2>/dev/null; then
+        echo "bench: installing python3-numpy to build the bench model" >&2
+        sudo=""
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        $sudo apt-get install -y -qq python3-numpy >&2
+    fi
+    "$py" tools/gen_fixtures.py --bench "$model"
 fi
 [ -x build/moescope ] || tools/setup.sh
 build/moescope inspect "$model"

@@ -10,8 +10,9 @@
 A plain torch (CPU, float64) implementation of the forward passes of
 transformers' LlamaForCausalLM and MixtralForCausalLM, written from
 src/transformers/models/llama/modeling_llama.py,
-src/transformers/models/mixtral/modeling_mixtral.py and
-src/transformers/modeling_rope_utils.py (see README.md next to this file for the
+src/transformers/models/mixtral/modeling_mixtral.py,
+src/transformers/modeling_rope_utils.py and (sliding-window attention)
+src/transformers/masking_utils.py (see README.md next to this file for the
 function-by-function correspondence).  It shares no code with the C engine or
 with tools/gen_fixtures.py: it parses config.json and the safetensors files
 itself, with numpy, and widens F16/BF16 weights exactly to float64.
@@ -36,7 +37,8 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 MODELS = os.path.join(ROOT, "tests", "fixtures", "models")
 GOLDEN = os.path.join(ROOT, "tests", "fixtures", "golden")
 
-FIXTURE_NAMES = ["llama-tiny", "llama3-tiny", "mixtral-tiny", "mixtral-tiny-f16", "mixtral-tiny-bf16"]
+FIXTURE_NAMES = ["llama-tiny", "llama3-tiny", "mixtral-tiny", "mixtral-tiny-f16", "mixtral-tiny-bf16",
+                 "mixtral-tiny-swa"]
 PROMPT_SEED = 20240601
 PROMPT_LENGTHS = (1, 7, 40)
 PROMPT_VOCAB = 320          # prompts are drawn from [1, PROMPT_VOCAB): the same ids for every fixture
@@ -177,12 +179,28 @@ def repeat_kv(x, n_rep):
     return x[:, None].expand(nkv, n_rep, T, hd).reshape(nkv * n_rep, T, hd)
 
 
-def causal_attention(q, k, v):
-    # eager_attention_forward with a causal mask; q,k,v: (H, T, hd)
+def attention_blocked(T, window=None):
+    """(T, T) bool, True where query i must NOT see key j.
+
+    Causal: j > i is blocked (masking_utils.causal_mask_function: kv_idx <= q_idx).
+    Sliding window W (masking_utils.sliding_window_overlay, and-ed with the
+    causal mask by sliding_window_causal_mask_function): kv_idx > q_idx - W,
+    so j <= i - W is blocked too.  Query i sees the W keys i-W+1 .. i."""
+    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
+    if window is not None:
+        if window <= 0:
+            raise ValueError("sliding_window must be a positive integer, not %r" % (window,))
+        i = torch.arange(T)[:, None]
+        j = torch.arange(T)[None, :]
+        mask = mask | (j <= i - window)
+    return mask
+
+
+def causal_attention(q, k, v, window=None):
+    # eager_attention_forward with a causal (or sliding-window causal) mask; q,k,v: (H, T, hd)
     T, hd = q.shape[1], q.shape[2]
     scores = torch.matmul(q, k.transpose(1, 2)) * (hd ** -0.5)
-    mask = torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)
-    scores = scores.masked_fill(mask, float("-inf"))
+    scores = scores.masked_fill(attention_blocked(T, window), float("-inf"))
     p = torch.softmax(scores, dim=-1)
     return torch.matmul(p, v)
 
@@ -242,6 +260,13 @@ class Model:
             raise ValueError("rope_scaling %r not implemented in the reference" % rs)
         else:
             self.inv_freq = default_inv_freq(theta, self.hd)
+        # Sliding-window attention: MixtralModel.forward uses
+        # create_sliding_window_causal_mask when config.sliding_window is not
+        # None, else create_causal_mask.  LlamaModel always uses the plain
+        # causal mask (LlamaConfig has no sliding_window).
+        self.window = cfg.get("sliding_window") if self.moe else None
+        if self.window is not None and (not isinstance(self.window, int) or self.window <= 0):
+            raise ValueError("sliding_window must be null or a positive integer, not %r" % (self.window,))
         self.n_experts = cfg.get("num_local_experts", 0)
         self.top_k = cfg.get("num_experts_per_tok", 0)
         tied = cfg.get("tie_word_embeddings", False)
@@ -263,7 +288,7 @@ class Model:
         q = apply_rope(q, cos, sin)
         k = apply_rope(k, cos, sin)
         rep = self.nh // self.nkv
-        o = causal_attention(q, repeat_kv(k, rep), repeat_kv(v, rep))
+        o = causal_attention(q, repeat_kv(k, rep), repeat_kv(v, rep), self.window)
         o = o.transpose(0, 1).reshape(T, self.nh * self.hd)
         return linear(o, W[p + "o_proj.weight"], W.get(p + "o_proj.bias"))
 
@@ -338,12 +363,27 @@ def golden_for(model_dir, verbose=True):
     m = load_model(model_dir)
     ks = MOE_KS if m.moe else (None,)
     cases = []
+    # With a sliding window, the same weights with full causal attention, to
+    # show that the window matters (and changes nothing while it covers all).
+    full = Model(dict(m.cfg, sliding_window=None), m.W) if m.window is not None else None
+    window_report = []
     for prompt in prompts():
         if max(prompt) >= m.vocab:
             raise ValueError("prompt id out of the vocabulary of %s" % name)
         for k in ks:
             trace = [] if m.moe else None
             last_logits, toks, margins = greedy(m, prompt, k)
+            if full is not None:
+                full_logits, full_toks, _ = greedy(full, prompt, k)
+                diff = float((last_logits - full_logits).abs().max())
+                first_div = next((n for n, (a, b) in enumerate(zip(toks, full_toks)) if a != b), None)
+                window_report.append((len(prompt), k, diff, first_div))
+                if len(prompt) <= m.window and diff != 0.0:
+                    raise AssertionError("%s: window %d changed the logits of a %d-token prompt"
+                                         % (name, m.window, len(prompt)))
+                if len(prompt) > m.window and diff <= 1e-2:
+                    raise AssertionError("%s: window %d moves the logits of a %d-token prompt by only %.2e"
+                                         % (name, m.window, len(prompt), diff))
             case = {
                 "prompt": prompt,
                 "k": k,
@@ -386,7 +426,14 @@ def golden_for(model_dir, verbose=True):
         for c in cases:
             lg = np.array(c["logits"])
             print("   len %2d k=%-4s logits std %5.2f max %6.2f  greedy %2d distinct  min_margin %.4f" % (
-                len(c["prompt"]), c["k"], lg.std(), lg.max(), len(set(c["greedy"])), c["min_margin"]))
+                len(c["prompt"]), c["k"], lg.std(), lg.max(), len(set(c["greedy"])), c["min_margin"]), end="")
+            if c.get("min_router_gap") is not None:
+                print("  min_router_gap %.2e" % c["min_router_gap"], end="")
+            print()
+        for n, k, diff, first_div in window_report:
+            print("   sliding_window %d vs null: len %2d k=%s  max|dlogit| at last prompt position %.4f  %s" % (
+                m.window, n, k, diff,
+                "greedy identical" if first_div is None else "greedy differs from step %d" % first_div))
     return doc
 
 
@@ -451,6 +498,29 @@ def self_check():
             slow[h, t] = sum(p[u] * v[kv, u] for u in range(t + 1))
     check("attention == per-head loop (GQA, causal)", fast, slow)
 
+    # 1b. sliding-window attention against the same loop restricted to the
+    #     keys u with t - W < u <= t (transformers' masking_utils rule)
+    Wn = 3
+    fast_swa = causal_attention(q, repeat_kv(k, H // KV), repeat_kv(v, H // KV), Wn)
+    slow = torch.zeros_like(fast_swa)
+    for h in range(H):
+        kv = h // (H // KV)
+        for t in range(T):
+            us = [u for u in range(t + 1) if u > t - Wn]
+            s = torch.tensor([float(q[h, t] @ k[kv, u]) / math.sqrt(hd) for u in us], dtype=DT)
+            p = torch.exp(s - s.max())
+            p = p / p.sum()
+            slow[h, t] = sum(p[n] * v[kv, u] for n, u in enumerate(us))
+    check("sliding-window attention (W=3) == loop over t-W < u <= t", fast_swa, slow)
+    # the window admits exactly min(t + 1, W) keys, the newest being t itself
+    blocked = attention_blocked(T, Wn)
+    counts = (~blocked).sum(dim=1).to(DT)
+    check("sliding window W=3: keys seen per query == min(t+1, W)", counts,
+          torch.tensor([min(t + 1, Wn) for t in range(T)], dtype=DT), 0)
+    # a window at least as long as the sequence changes nothing
+    check("sliding window W=T == plain causal attention (bitwise)",
+          causal_attention(q, repeat_kv(k, H // KV), repeat_kv(v, H // KV), T), fast_attn, 0)
+
     # 2. attention against torch's own scaled-dot-product attention (torch 1.13:
     #    the private F._scaled_dot_product_attention, boolean "may attend" mask)
     sdpa = getattr(torch.nn.functional, "_scaled_dot_product_attention", None)
@@ -458,6 +528,11 @@ def self_check():
         allowed = torch.tril(torch.ones(T, T, dtype=torch.bool))
         ref, _ = sdpa(q, repeat_kv(k, H // KV), repeat_kv(v, H // KV), allowed, 0.0, False, False)
         check("attention == torch F._scaled_dot_product_attention", fast_attn, ref)
+        # banded mask built the other way round: tril(0) minus tril(-W)
+        band = torch.tril(torch.ones(T, T, dtype=torch.bool)) & ~torch.tril(torch.ones(T, T, dtype=torch.bool),
+                                                                              diagonal=-Wn)
+        ref, _ = sdpa(q, repeat_kv(k, H // KV), repeat_kv(v, H // KV), band, 0.0, False, False)
+        check("sliding-window attention == F._scaled_dot_product_attention", fast_swa, ref)
 
     # 3. RoPE via rotate_half == complex rotation of pairs (j, j + hd/2)
     inv = llama3_inv_freq(500000.0, 16, {"factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
