@@ -58,6 +58,24 @@ int golden_load(const char *path, golden *g)
         gc->k = cJSON_IsNumber(k) ? (int)k->valuedouble : 0;
         const cJSON *mm = cJSON_GetObjectItem(c, "min_margin");
         gc->min_margin = cJSON_IsNumber(mm) ? mm->valuedouble : 0;
+        const cJSON *rl = cJSON_GetObjectItem(c, "routing_last");
+        const cJSON *re = cJSON_GetObjectItem(rl, "experts"), *rw = cJSON_GetObjectItem(rl, "weights");
+        if (cJSON_IsArray(re) && cJSON_IsArray(rw) && cJSON_GetArraySize(re) > 0) {
+            gc->route_layers = cJSON_GetArraySize(re);
+            gc->route_k = cJSON_GetArraySize(re->child);
+            size_t n = (size_t)gc->route_layers * gc->route_k;
+            gc->route_experts = calloc(n, sizeof(int));
+            gc->route_weights = calloc(n, sizeof(float));
+            int l = 0;
+            for (const cJSON *a = re->child, *b = rw->child; a && b; a = a->next, b = b->next, l++) {
+                int j = 0;
+                for (const cJSON *x = a->child, *y = b->child; x && y && j < gc->route_k;
+                     x = x->next, y = y->next, j++) {
+                    gc->route_experts[l * gc->route_k + j] = (int)x->valuedouble;
+                    gc->route_weights[l * gc->route_k + j] = (float)y->valuedouble;
+                }
+            }
+        }
         const cJSON *lg = cJSON_GetObjectItem(c, "logits");
         gc->n_logits = cJSON_GetArraySize(lg);
         gc->logits = malloc(((size_t)gc->n_logits + 1) * sizeof(float));
@@ -75,6 +93,8 @@ void golden_free(golden *g)
         free(g->cases[i].prompt);
         free(g->cases[i].greedy);
         free(g->cases[i].logits);
+        free(g->cases[i].route_experts);
+        free(g->cases[i].route_weights);
     }
     free(g->cases);
 }

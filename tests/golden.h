@@ -13,6 +13,11 @@ typedef struct {
     int32_t *greedy;
     int n_greedy;
     double min_margin;         /* smallest top-1/top-2 logit gap along the greedy path */
+    /* routing of the last prompt token, per MoE layer: route_k experts and
+     * their mixing weights (route_layers 0 for dense models) */
+    int route_layers, route_k;
+    int *route_experts;        /* (route_layers, route_k) */
+    float *route_weights;      /* (route_layers, route_k) */
 } golden_case;
 
 typedef struct {

@@ -51,6 +51,10 @@ typedef struct {
     int n_tokens, next_pos, bad;
     int renorm, expect_k, n_routes;
     char why[160];
+    /* the routing of the most recent token, copied (the trace's own
+     * pointers die with the callback) */
+    int last_experts[16][8];
+    float last_weights[16][8];
 } trace_check;
 
 static void on_token(void *ctx, const moe_token_trace *t)
@@ -80,6 +84,11 @@ static void on_token(void *ctx, const moe_token_trace *t)
         else if (c->renorm && fabs(ws - 1) > 1e-5)
             snprintf(c->why, sizeof c->why, "layer %d weights sum to %f", rt->layer, ws);
     }
+    for (int r = 0; r < t->n_routes && r < 16; r++)
+        for (int j = 0; j < t->routes[r].k && j < 8; j++) {
+            c->last_experts[r][j] = t->routes[r].experts[j];
+            c->last_weights[r][j] = t->routes[r].weights[j];
+        }
     c->bad = c->why[0] != 0;
     c->n_tokens++;
     c->next_pos++;
@@ -114,9 +123,21 @@ static void run_case(moe_model *m, const char *name, const golden_case *gc, int 
     float d = max_abs_diff(moe_session_logits(s), gc->logits, in->vocab);
     ok(gc->n_logits == in->vocab && d <= LOGIT_TOL, "%s: last logits within %g (max abs diff %.2e)", label,
        LOGIT_TOL, d);
-    if (in->n_moe_layers)
+    if (in->n_moe_layers) {
         ok(!tc.bad && tc.n_tokens == gc->n_prompt, "%s: trace of %d tokens well-formed%s%s", label,
            tc.n_tokens, tc.bad ? ": " : "", tc.why);
+        /* the reference's own routing decision at the last prompt token */
+        int same_experts = gc->route_layers == in->n_moe_layers && gc->route_k == gc->k;
+        float wdiff = 0;
+        for (int l = 0; same_experts && l < gc->route_layers && l < 16; l++)
+            for (int j = 0; j < gc->route_k && j < 8; j++) {
+                same_experts &= tc.last_experts[l][j] == gc->route_experts[l * gc->route_k + j];
+                wdiff = fmaxf(wdiff, fabsf(tc.last_weights[l][j] - gc->route_weights[l * gc->route_k + j]));
+            }
+        ok(same_experts && wdiff <= 1e-4f,
+           "%s: last token's experts per layer match the reference, weights within 1e-4 (max diff %.1e)",
+           label, wdiff);
+    }
 
     int32_t got[64];
     int n = gc->n_greedy < 64 ? gc->n_greedy : 64, same = 1;
