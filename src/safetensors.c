@@ -207,12 +207,37 @@ static size_t number_len(const char *s, size_t n)
     return i;
 }
 
+static int is_hex(char c)
+{
+    return is_digit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+/* The escape at h[i] (a backslash inside a string) must be one JSON knows;
+ * cJSON reads "\uZZZZ" or a quote among the four digits as a NUL. */
+static moe_status check_escape(const char *h, size_t n, size_t i, const char *file, moe_error *err)
+{
+    char c = i + 1 < n ? h[i + 1] : '\0';
+    if (c == 'u') {
+        if (n - i < 6 || !is_hex(h[i + 2]) || !is_hex(h[i + 3]) || !is_hex(h[i + 4]) ||
+            !is_hex(h[i + 5]))
+            return fail(err, MOE_EFORMAT, file, "header has an invalid \\u escape at byte %zu", i);
+        if (!memcmp(h + i + 2, "0000", 4))
+            return fail(err, MOE_EFORMAT, file,
+                        "header has an escaped NUL character (\\u0000) in a string at byte %zu", i);
+        return MOE_OK;
+    }
+    if (c && strchr("\"\\/bfnrt", c))
+        return MOE_OK;
+    return fail(err, MOE_EFORMAT, file, "header has an invalid escape in a string at byte %zu", i);
+}
+
 /* The byte-level rules serde_json enforces and cJSON does not: no control
  * bytes in strings or between tokens, no escaped NUL (it would cut a C
  * string short and make two names one), strict number syntax, and at most
  * DEPTH_MAX nested containers. */
 static moe_status header_scan(const char *h, size_t n, const char *file, moe_error *err)
 {
+    moe_status rc;
     int depth = 0;
     size_t i = 0;
     while (i < n) {
@@ -223,13 +248,10 @@ static moe_status header_scan(const char *h, size_t n, const char *file, moe_err
                     return fail(err, MOE_EFORMAT, file,
                                 "header has control character 0x%02x inside a string at byte %zu",
                                 (unsigned char)h[i], i);
-                if (h[i] == '\\') {
-                    if (n - i > 5 && memcmp(h + i + 1, "u0000", 5) == 0)
-                        return fail(err, MOE_EFORMAT, file,
-                                    "header has an escaped NUL character (\\u0000) in a string at byte %zu",
-                                    i);
-                    i++;
-                }
+                if (h[i] == '\\' && (rc = check_escape(h, n, i, file, err)))
+                    return rc;
+                if (h[i] == '\\')
+                    i += h[i + 1] == 'u' ? 5 : 1;
             }
             i++;
         } else if (c == '-' || is_digit((char)c)) {
@@ -347,14 +369,14 @@ static moe_status read_uints(const char *file, const char *name, const char *fie
     char sn[SHOWN];
     int i = 0;
     for (const cJSON *c = arr->child; c; c = c->next, i++) {
-        const char *v = next_child(p, 0), *why;
-        p = skip_ws(skip_value(v));
+        const char *v = next_child(p, 0), *v_end = skip_value(v), *why;
+        p = skip_ws(v_end);
         if (!cJSON_IsNumber(c))
             return fail(err, MOE_EFORMAT, file, "tensor '%s': %s[%d] is %s, not an integer",
                         shown(sn, name), field, i, json_kind(c));
         if ((why = read_uint(v, &out[i])) != NULL)
             return fail(err, MOE_EFORMAT, file, "tensor '%s': %s[%d] = %.*s %s", shown(sn, name),
-                        field, i, (int)(p - v > 40 ? 40 : p - v), v, why);
+                        field, i, (int)(v_end - v > 40 ? 40 : v_end - v), v, why);
     }
     return MOE_OK;
 }

@@ -54,6 +54,14 @@ tap_ok "$([ "$early" = 0 ] && { [ "$cnt" = 200 ] || [ "$last" = 2 ]; } && echo 0
 out=$("$ms" run "$fix/models/mixtral-tiny" --prompt-ids 5 -n 200 --temp 1.5 --seed 3 --print-ids --ignore-eos 2>/dev/null)
 tap_ok "$([ "$(echo "$out" | tr ' ' '\n' | grep -c .)" = 200 ] && echo 0 || echo 1)" "--ignore-eos generates all 200 tokens"
 
+# --trace: every prompt and generated token, every layer, in JSON
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4,5,6 -n 6 --temp 0 --ignore-eos --print-ids --k 3 --trace "$tmp/trace.json" >"$tmp/gen" 2>"$tmp/err"
+ids="3,4,5,6,$(tr ' ' ',' <"$tmp/gen")"
+why=$("$bld/tests/trace_check" "$tmp/trace.json" "$ids" 4 3 8 3)
+tap_ok $? "--trace writes 10 tokens x 3 layers with probabilities, 3 experts, weights and colour${why:+: $why}"
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3 -n 2 --trace "$tmp/no/such/dir/t.json" >/dev/null 2>"$tmp/err"
+tap_ok "$([ $? = 1 ] && grep -q 'no/such/dir/t.json' "$tmp/err" && echo 0 || echo 1)" "an unwritable trace path is reported ($(cat "$tmp/err"))"
+
 # inspect
 "$ms" inspect "$fix/models/mixtral-tiny" >"$tmp/insp" 2>&1
 tap_ok "$(grep -q 'architecture *mixtral' "$tmp/insp" && grep -q 'experts per token *2' "$tmp/insp" && grep -q 'experts *8 in 3 MoE layers' "$tmp/insp" && grep -q 'weight type *F32' "$tmp/insp" && echo 0 || echo 1)" \

@@ -223,6 +223,14 @@ static void test_framing(void)
         MOE_EFORMAT, "control", "a raw newline inside a tensor name");
     bad("nul_escape.safetensors", "{\"a\\u0000b\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}",
         0, MOE_EFORMAT, "NUL", "an escaped NUL in a tensor name");
+    bad("bad_escape.safetensors", "{\"a\\x\":{}}", 0, MOE_EFORMAT, "invalid escape",
+        "an unknown escape \\x");
+    bad("bad_u_escape.safetensors", "{\"__metadata__\":{\"k\":\"h\\u\"a\"e9\"}}", 0, MOE_EFORMAT,
+        "invalid \\u escape", "a \\u escape with a quote among its digits");
+    bad("short_u_escape.safetensors", "{\"__metadata__\":{\"k\":\"\\u12\"}}", 0, MOE_EFORMAT,
+        "invalid \\u escape", "a \\u escape with two digits");
+    bad("lone_surrogate.safetensors", "{\"__metadata__\":{\"k\":\"\\ud800\"}}", 0, MOE_EFORMAT,
+        "JSON", "a lone UTF-16 surrogate escape");
     bad("leading_zero.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[01],\"data_offsets\":[0,1]}}",
         1, MOE_EFORMAT, "malformed number", "a number with a leading zero");
     bad("bare_dot.safetensors", "{\"a\":{\"dtype\":\"U8\",\"shape\":[1.],\"data_offsets\":[0,1]}}", 1,

@@ -10,6 +10,7 @@
 #include "args.h"
 #include "cli.h"
 #include "moescope/moescope.h"
+#include "trace_json.h"
 
 static const char RUN_USAGE[] =
     "usage: moescope run MODEL --prompt-ids IDS [options]\n"
@@ -27,10 +28,12 @@ static const char RUN_USAGE[] =
     "  -c, --ctx-size N       context length (default: min(model maximum, 4096))\n"
     "  -b, --batch-size N     prompt tokens per forward pass (default 512)\n"
     "  --ignore-eos           keep generating past the end-of-sequence token\n"
-    "  --print-ids            print only the generated ids, space-separated, on one line\n";
+    "  --print-ids            print only the generated ids, space-separated, on one line\n"
+    "  --trace FILE           write every token's routing (all layers) as JSON\n";
 
 typedef struct {
     const char *model;
+    const char *trace;
     int32_t *prompt;
     int n_prompt;
     long n_predict, k, threads, ctx, batch;
@@ -73,7 +76,7 @@ static int parse(int argc, char **argv, run_opts *o)
         static const char *const with_value[] = {
             "--prompt-ids", "-p", "--prompt", "-n", "--n-predict", "--temp", "--top-k", "--top-p",
             "--min-p", "--repeat-penalty", "--repeat-last-n", "--seed", "--k", "-t", "--threads",
-            "-c", "--ctx-size", "-b", "--batch-size", NULL};
+            "-c", "--ctx-size", "-b", "--batch-size", "--trace", NULL};
         int known = 0;
         for (const char *const *w = with_value; *w; w++)
             known |= IS(*w);
@@ -89,6 +92,8 @@ static int parse(int argc, char **argv, run_opts *o)
         } else if (IS("-p") || IS("--prompt")) {
             return fail_msg("run: text prompts need the tokenizer, which is not built yet; "
                             "give the prompt as --prompt-ids") + 1;
+        } else if (IS("--trace")) {
+            o->trace = v;
         } else if (IS("-n") || IS("--n-predict")) {
             if (!arg_int(a, v, 0, 1 << 20, &o->n_predict)) return 2;
         } else if (IS("--temp")) {
@@ -148,6 +153,7 @@ int cmd_run(int argc, char **argv)
     moe_model *m = NULL;
     moe_session *s = NULL;
     moe_sampler *smp = NULL;
+    trace_json *tj = NULL;
     moe_error err = {0};
     moe_session_params sp = {(int)o.ctx, (int)o.threads, (int)o.batch};
     rc = 1;
@@ -164,6 +170,15 @@ int cmd_run(int argc, char **argv)
     }
     if (!o.print_ids)
         fprintf(stderr, "seed %llu\n", (unsigned long long)o.sp.seed);
+    if (o.trace) {
+        if (!(tj = trace_json_new(m, &o.sp))) {
+            fail_msg("out of memory for the trace");
+            goto done;
+        }
+        moe_trace_sink sink = trace_json_sink(tj);
+        moe_session_set_trace(s, &sink);
+        trace_json_set_prompt(tj, 1);
+    }
 
     int eos = moe_model_info_get(m)->eos_id;
     for (int i = 0; i < o.n_prompt; i++)
@@ -174,19 +189,23 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     double t1 = now();
+    if (tj)
+        trace_json_set_prompt(tj, 0);
     int n_gen = 0;
     for (; n_gen < o.n_predict; n_gen++) {
         int32_t id = moe_sampler_sample(smp, moe_session_logits(s));
         moe_sampler_accept(smp, id);
         printf(n_gen ? " %d" : "%d", (int)id);
         fflush(stdout);
-        if (id == eos && !o.ignore_eos) {
-            n_gen++;
-            break;
-        }
-        if (n_gen + 1 < o.n_predict && moe_session_eval(s, &id, 1, &err)) {
+        int last = n_gen + 1 == o.n_predict || (id == eos && !o.ignore_eos);
+        /* the last token is fed to the model only so that its routing is traced */
+        if ((!last || tj) && moe_session_eval(s, &id, 1, &err)) {
             fail_msg("%s", err.msg);
             goto done;
+        }
+        if (last) {
+            n_gen++;
+            break;
         }
     }
     printf("\n");
@@ -195,8 +214,14 @@ int cmd_run(int argc, char **argv)
         fprintf(stderr, "prompt %d tokens in %.3f s (%.1f t/s); generated %d tokens in %.3f s (%.1f t/s)\n",
                 o.n_prompt, t1 - t0, o.n_prompt / (t1 - t0), n_gen, t2 - t1,
                 n_gen > 1 ? (n_gen - 1) / (t2 - t1) : 0.0);
+    char msg[512];
+    if (tj && trace_json_write(tj, o.trace, msg, sizeof msg)) {
+        fail_msg("%s", msg);
+        goto done;
+    }
     rc = 0;
 done:
+    trace_json_free(tj);
     moe_sampler_free(smp);
     moe_session_free(s);
     moe_model_close(m);
