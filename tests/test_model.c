@@ -265,7 +265,7 @@ static void test_info(void)
 int main(void)
 {
     static const char *models[] = {"llama-tiny", "llama3-tiny", "mixtral-tiny", "mixtral-tiny-f16",
-                                   "mixtral-tiny-bf16"};
+                                   "mixtral-tiny-bf16", "mixtral-tiny-swa"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
         test_model(models[i]);
     test_info();

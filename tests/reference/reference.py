@@ -365,7 +365,11 @@ def golden_for(model_dir, verbose=True):
     cases = []
     # With a sliding window, the same weights with full causal attention, to
     # show that the window matters (and changes nothing while it covers all).
+    # Also with the window off by one either way (W + 1 keys is what some older
+    # transformers mask helpers admitted), to show the boundary is pinned down.
     full = Model(dict(m.cfg, sliding_window=None), m.W) if m.window is not None else None
+    off_by_one = ([Model(dict(m.cfg, sliding_window=w), m.W) for w in (m.window - 1, m.window + 1)]
+                  if m.window is not None and m.window > 1 else [])
     window_report = []
     for prompt in prompts():
         if max(prompt) >= m.vocab:
@@ -377,13 +381,14 @@ def golden_for(model_dir, verbose=True):
                 full_logits, full_toks, _ = greedy(full, prompt, k)
                 diff = float((last_logits - full_logits).abs().max())
                 first_div = next((n for n, (a, b) in enumerate(zip(toks, full_toks)) if a != b), None)
-                window_report.append((len(prompt), k, diff, first_div))
+                obo = [float((o.forward(prompt, k)[-1] - last_logits).abs().max()) for o in off_by_one]
+                window_report.append((len(prompt), k, diff, first_div, obo))
                 if len(prompt) <= m.window and diff != 0.0:
                     raise AssertionError("%s: window %d changed the logits of a %d-token prompt"
                                          % (name, m.window, len(prompt)))
-                if len(prompt) > m.window and diff <= 1e-2:
-                    raise AssertionError("%s: window %d moves the logits of a %d-token prompt by only %.2e"
-                                         % (name, m.window, len(prompt), diff))
+                if len(prompt) > m.window and min([diff] + obo) <= 1e-2:
+                    raise AssertionError("%s: window %d (vs null, W-1, W+1) moves the logits of a %d-token "
+                                         "prompt by only %.2e" % (name, m.window, len(prompt), min([diff] + obo)))
             case = {
                 "prompt": prompt,
                 "k": k,
@@ -430,10 +435,13 @@ def golden_for(model_dir, verbose=True):
             if c.get("min_router_gap") is not None:
                 print("  min_router_gap %.2e" % c["min_router_gap"], end="")
             print()
-        for n, k, diff, first_div in window_report:
+        for n, k, diff, first_div, obo in window_report:
             print("   sliding_window %d vs null: len %2d k=%s  max|dlogit| at last prompt position %.4f  %s" % (
                 m.window, n, k, diff,
-                "greedy identical" if first_div is None else "greedy differs from step %d" % first_div))
+                "greedy identical" if first_div is None else "greedy differs from step %d" % first_div), end="")
+            if obo:
+                print("   (vs W-1: %.4f, vs W+1: %.4f)" % tuple(obo), end="")
+            print()
     return doc
 
 
