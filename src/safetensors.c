@@ -80,7 +80,7 @@ typedef struct {
 __attribute__((format(printf, 4, 5))) static moe_status
 fail(moe_error *err, moe_status code, const char *file, const char *fmt, ...)
 {
-    char msg[sizeof err->msg];
+    char msg[sizeof ((moe_error *)0)->msg];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
@@ -93,7 +93,7 @@ fail(moe_error *err, moe_status code, const char *file, const char *fmt, ...)
 static const char *shown(char *buf, const char *s)
 {
     size_t i = 0;
-    for (; s[i] && i < SHOWN - 4; i++)
+    for (; i < SHOWN - 4 && s[i]; i++)
         buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
     if (s[i])
         memcpy(buf + i, "...", 3), i += 3;
@@ -268,8 +268,8 @@ static moe_status header_scan(const char *h, size_t n, const char *file, moe_err
             } else if (c == '}' || c == ']') {
                 depth--;
             } else if (c < 0x20 && c != '\t' && c != '\n' && c != '\r') {
-                return fail(err, MOE_EFORMAT, file, "header has control character 0x%02x at byte %zu",
-                            c, i);
+                return fail(err, MOE_EFORMAT, file,
+                            "header has control character 0x%02x at byte %zu", c, i);
             }
             i++;
         }
@@ -387,7 +387,7 @@ static moe_status parse_entry(const char *file, const cJSON *item, const char *t
 {
     const char *name = item->string;
     const cJSON *dtype = NULL, *shape = NULL, *offs = NULL;
-    uint64_t dims[ST_MAX_DIMS], off[2];
+    uint64_t dims[ST_MAX_DIMS] = {0}, off[2] = {0};
     char sn[SHOWN], ss[256];
     moe_status rc;
 
@@ -404,7 +404,8 @@ static moe_status parse_entry(const char *file, const cJSON *item, const char *t
         p = skip_ws(skip_value(v));
         if (!slot) { /* the reference ignores fields it does not know */
             if (has_inf(f))
-                return fail(err, MOE_EFORMAT, file, "tensor '%s': field '%s' holds a number out of range",
+                return fail(err, MOE_EFORMAT, file,
+                            "tensor '%s': field '%s' holds a number out of range",
                             shown(sn, name), f->string);
             continue;
         }
@@ -444,7 +445,8 @@ static moe_status parse_entry(const char *file, const cJSON *item, const char *t
         for (size_t k = 0; k < sizeof dtype_unnamed / sizeof *dtype_unnamed; k++)
             if (!strcmp(dtype->valuestring, dtype_unnamed[k]))
                 return fail(err, MOE_EUNSUPPORTED, file,
-                            "tensor '%s': dtype %s is valid safetensors but moescope does not know it",
+                            "tensor '%s': dtype %s is valid safetensors but moescope "
+                            "does not know it",
                             shown(sn, name), dtype_unnamed[k]);
         char sd[SHOWN];
         return fail(err, MOE_EFORMAT, file, "tensor '%s': unknown dtype '%s'", shown(sn, name),
@@ -468,19 +470,10 @@ static moe_status parse_entry(const char *file, const cJSON *item, const char *t
                         shown(sn, name), ss);
         numel *= dims[i];
     }
-    /* Only an empty tensor such as [0, 2^63] gets here with a dimension
-     * that st_tensor's int64_t cannot hold. */
-    for (int i = 0; i < e->t.ndim; i++) {
-        if (dims[i] > INT64_MAX)
-            return fail(err, MOE_EUNSUPPORTED, file,
-                        "tensor '%s': shape[%d] = %llu is larger than moescope can represent",
-                        shown(sn, name), i, (unsigned long long)dims[i]);
-        e->t.shape[i] = (int64_t)dims[i];
-    }
     if (numel > UINT64_MAX / bits)
         return fail(err, MOE_EFORMAT, file,
-                    "tensor '%s': %s shape %s needs more than 2^64 bits (overflow)", shown(sn, name),
-                    dtype_info[t].name, ss);
+                    "tensor '%s': %s shape %s needs more than 2^64 bits (overflow)",
+                    shown(sn, name), dtype_info[t].name, ss);
     if (numel * bits % 8)
         return fail(err, MOE_EFORMAT, file,
                     "tensor '%s': %s shape %s holds %llu bits, not a whole number of bytes",
@@ -493,10 +486,20 @@ static moe_status parse_entry(const char *file, const cJSON *item, const char *t
                     (unsigned long long)e->begin, (unsigned long long)e->end);
     if (e->end - e->begin != e->t.nbytes)
         return fail(err, MOE_EFORMAT, file,
-                    "tensor '%s': data_offsets [%llu, %llu] hold %llu bytes but %s shape %s needs %llu",
+                    "tensor '%s': data_offsets [%llu, %llu] hold %llu bytes "
+                    "but %s shape %s needs %llu",
                     shown(sn, name), (unsigned long long)e->begin, (unsigned long long)e->end,
                     (unsigned long long)(e->end - e->begin), dtype_info[t].name, ss,
                     (unsigned long long)e->t.nbytes);
+    /* Only an empty tensor such as [0, 2^63] is consistent with a dimension
+     * that st_tensor's int64_t cannot hold: valid, but not representable. */
+    for (int i = 0; i < e->t.ndim; i++) {
+        if (dims[i] > INT64_MAX)
+            return fail(err, MOE_EUNSUPPORTED, file,
+                        "tensor '%s': shape[%d] = %llu is larger than moescope can represent",
+                        shown(sn, name), i, (unsigned long long)dims[i]);
+        e->t.shape[i] = (int64_t)dims[i];
+    }
     return MOE_OK;
 }
 
@@ -560,7 +563,8 @@ static moe_status check_tiling(const char *file, entry **by, size_t n, uint64_t 
         const entry *e = by[i];
         if (e->begin < at)
             return fail(err, MOE_EFORMAT, file,
-                        "tensor '%s' (data_offsets [%llu, %llu]) overlaps tensor '%s' (ends at %llu)",
+                        "tensor '%s' (data_offsets [%llu, %llu]) overlaps tensor '%s' "
+                        "(ends at %llu)",
                         shown(sa, e->t.name), (unsigned long long)e->begin,
                         (unsigned long long)e->end, shown(sb, by[i - 1]->t.name),
                         (unsigned long long)at);
@@ -957,7 +961,8 @@ static moe_status open_index(st_set *s, const char *dir, const char *ipath, moe_
         }
         if (!plain_name(c->valuestring)) {
             rc = fail(err, MOE_EFORMAT, ipath,
-                      "weight_map puts '%s' in '%s', which is not a plain file name in the directory",
+                      "weight_map puts '%s' in '%s', which is not a plain file name "
+                      "in the directory",
                       shown(sn, c->string), shown(sf, c->valuestring));
             goto out;
         }
@@ -982,8 +987,9 @@ static moe_status open_index(st_set *s, const char *dir, const char *ipath, moe_
             goto out;
         }
         if ((rc = file_load(s, path, err))) {
-            if (err && strlen(err->msg) + sizeof " (a shard listed in " INDEX_NAME ")" <= sizeof err->msg)
-                strcat(err->msg, " (a shard listed in " INDEX_NAME ")");
+            static const char why[] = " (a shard listed in " INDEX_NAME ")";
+            if (err && strlen(err->msg) + sizeof why <= sizeof err->msg)
+                strcat(err->msg, why);
             goto out;
         }
         free(path);
@@ -1121,10 +1127,9 @@ out:
 
 const st_tensor *st_set_find(const st_set *s, const char *name)
 {
-    st_tensor key;
+    st_tensor key = {.name = name};
     if (!s->n)
         return NULL;
-    key.name = name;
     return bsearch(&key, s->t, s->n, sizeof *s->t, cmp_tensor_name);
 }
 

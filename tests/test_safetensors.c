@@ -306,6 +306,8 @@ static void test_entries(void)
     bad("int64_dim.safetensors", "{\"a\":" T("U8", "[0, 9223372036854775808]", "[0,0]") "}", 0,
         MOE_EUNSUPPORTED, "larger than moescope can represent",
         "an empty tensor with a dimension past INT64_MAX (the crate accepts it)");
+    bad("int64_lone.safetensors", "{\"a\":" T("U8", "[9223372036854775808]", "[0,0]") "}", 0,
+        MOE_EFORMAT, "overflow", "a lone dimension of 2^63 (its bit count overflows)");
     bad("nine_dims.safetensors", "{\"a\":" T("U8", "[1,1,1,1,1,1,1,1,1]", "[0,1]") "}", 1,
         MOE_EUNSUPPORTED, "at most 8", "9 dimensions");
     bad("offs_one.safetensors", "{\"a\":" T("U8", "[1]", "[1]") "}", 1, MOE_EFORMAT, "exactly 2",
@@ -448,7 +450,7 @@ static void test_good_files(void)
     free(p);
     if (s) {
         const st_tensor *t = st_set_find(s, "w");
-        float back[6];
+        float back[6] = {0};
         if (t)
             memcpy(back, t->data, sizeof back);
         ok(t && t->dtype == ST_F32 && t->numel == 6 && t->nbytes == 24 && !memcmp(back, w, sizeof w),
