@@ -5,9 +5,11 @@
 #include <assert.h>
 #include <math.h>
 
-void router_gate(const router_rule *rule, const float *logits, int n, int k, float *probs,
-                 int *experts, float *weights)
+int router_gate(const router_rule *rule, const float *logits, int n, int k, const uint8_t *forced,
+                int n_forced, float *probs, int *experts, float *weights)
 {
+    if (forced && n_forced > 0)
+        k = n_forced;
     assert(k >= 1 && k <= n);
     float max = -INFINITY;
     for (int i = 0; i < n; i++)
@@ -32,6 +34,8 @@ void router_gate(const router_rule *rule, const float *logits, int n, int k, flo
         for (int i = 0; i < n; i++) {
             float p = probs[i];
             int after_prev = p < prev_p || (p == prev_p && i > prev_i);
+            if (forced && n_forced > 0 && !forced[i])
+                continue;
             if (after_prev && (best < 0 || p > probs[best]))
                 best = i;
         }
@@ -46,4 +50,5 @@ void router_gate(const router_rule *rule, const float *logits, int n, int k, flo
     if (rule->renormalize && chosen_sum > 0)
         for (int j = 0; j < k; j++)
             weights[j] = (float)(weights[j] / chosen_sum);
+    return k;
 }

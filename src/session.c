@@ -16,13 +16,14 @@
 #include "matmul.h"
 #include "model.h"
 #include "pool.h"
+#include "session.h"
 
 struct moe_session {
     moe_model *m;
     pool *pool;
     matmul_ctx *mm;
     int n_ctx, n_batch, pos;
-    int *k_layer;              /* (n_layers) experts per token */
+    controls ctl;              /* the interventions in force */
     moe_trace_sink sink;
 
     /* activations of one chunk of nb <= n_batch tokens */
@@ -122,7 +123,7 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
     size_t ne = c->n_experts ? (size_t)c->n_experts : 1, nml = (size_t)m->info.n_moe_layers;
     int failed = 0;
-    s->k_layer = alloc3(c->n_layers, 1, 1, sizeof(int), &failed);
+    failed |= controls_init(&s->ctl, c->n_layers, (int)ne, c->k) != 0;
     s->x = alloc3(nb, dim, 1, sizeof(float), &failed);
     s->xb = alloc3(nb, dim, 1, sizeof(float), &failed);
     s->q = alloc3(nb, q_dim, 1, sizeof(float), &failed);
@@ -161,8 +162,6 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
         moe_session_free(s);
         return moe_fail(err, MOE_ENOMEM, "cannot start %d threads", n_threads);
     }
-    for (int l = 0; l < c->n_layers; l++)
-        s->k_layer[l] = c->k;
     int half = c->head_dim / 2;
     for (int i = 0; i < half; i++) {
         double inv = rope_inv_freq(c, i);
@@ -181,7 +180,8 @@ void moe_session_free(moe_session *s)
         return;
     matmul_free(s->mm);
     pool_free(s->pool);
-    void *bufs[] = {s->k_layer, s->x, s->xb, s->q, s->att, s->scores, s->proj, s->rlogits,
+    controls_done(&s->ctl);
+    void *bufs[] = {s->x, s->xb, s->q, s->att, s->scores, s->proj, s->rlogits,
                     s->probs, s->chosen, s->weights, s->n_chosen, s->routes, s->group_n,
                     s->group_tok, s->group_w, s->xe, s->h1, s->h3, s->logits, s->kcache,
                     s->vcache, s->rope_cos, s->rope_sin};
@@ -313,15 +313,28 @@ static void route(moe_session *s, int l, int moe_idx, int nb)
         return;
     }
     mm(s, &L->router, s->xb, nb, s->rlogits);
+    const controls *ctl = &s->ctl;
     size_t nml = (size_t)s->m->info.n_moe_layers, stride = (size_t)ne;
-    int k = s->k_layer[l];
+    const float *bias = ctl->bias + (size_t)l * ne;
+    const uint8_t *off = ctl->off + (size_t)l * ne;
+    const uint8_t *forced = ctl->n_forced[l] ? ctl->forced + (size_t)l * ne : NULL;
+    int k = ctl->k[l] < ctl->n_on[l] ? ctl->k[l] : ctl->n_on[l];
     for (int t = 0; t < nb; t++) {
+        float *lg = s->rlogits + (size_t)t * ne;
+        /* controls act on the logits: biases, then switched-off experts */
+        if (ctl->has_bias[l])
+            for (int e = 0; e < ne; e++)
+                lg[e] += bias[e];
+        if (ctl->n_on[l] < ne)
+            for (int e = 0; e < ne; e++)
+                if (off[e])
+                    lg[e] = -INFINITY;
         size_t rec = ((size_t)t * nml + moe_idx) * stride;
         int *experts = s->chosen + rec;
         float *w = s->weights + rec;
-        router_gate(&s->m->rule, s->rlogits + (size_t)t * ne, ne, k, s->probs + rec, experts, w);
-        s->n_chosen[(size_t)t * nml + moe_idx] = k;
-        for (int j = 0; j < k; j++) {
+        int used = router_gate(&s->m->rule, lg, ne, k, forced, ctl->n_forced[l], s->probs + rec, experts, w);
+        s->n_chosen[(size_t)t * nml + moe_idx] = used;
+        for (int j = 0; j < used; j++) {
             int e = experts[j], slot = s->group_n[e]++;
             s->group_tok[(size_t)e * s->n_batch + slot] = t;
             s->group_w[(size_t)e * s->n_batch + slot] = w[j];
@@ -350,6 +363,13 @@ static void experts(moe_session *s, int l, int nb)
         for (size_t i = 0; i < (size_t)n * ff; i++) {
             float g = s->h1[i];
             s->h1[i] = g / (1.0f + expf(-g)) * s->h3[i];
+        }
+        /* steering: neuron offsets on this expert's hidden activation */
+        for (int o = 0; o < s->ctl.n_offsets; o++) {
+            const moe_offset *off = &s->ctl.offsets[o];
+            if (off->kind == MOE_OFFSET_MLP && off->layer == l && off->expert == e)
+                for (int i = 0; i < n; i++)
+                    s->h1[(size_t)i * ff + off->neuron] += off->delta;
         }
         mm(s, &E->down, s->h1, n, s->xe);
         for (int i = 0; i < n; i++)
@@ -408,6 +428,13 @@ static void forward(moe_session *s, const int32_t *ids, int nb)
         experts(s, l, nb);
         for (size_t i = 0; i < (size_t)nb * dim; i++)
             s->x[i] += s->proj[i];
+        /* steering: offsets on the residual stream after this layer */
+        for (int o = 0; o < s->ctl.n_offsets; o++) {
+            const moe_offset *off = &s->ctl.offsets[o];
+            if (off->kind == MOE_OFFSET_RESID && off->layer == l)
+                for (int t = 0; t < nb; t++)
+                    s->x[(size_t)t * dim + off->neuron] += off->delta;
+        }
         moe_idx += L->n_experts ? 1 : 0;
     }
     /* final norm and the vocabulary projection, last token only */
@@ -466,26 +493,17 @@ void moe_session_set_trace(moe_session *s, const moe_trace_sink *sink)
     s->sink = sink ? *sink : (moe_trace_sink){NULL, NULL};
 }
 
-moe_status moe_session_set_k(moe_session *s, int layer, int k, moe_error *err)
+controls *session_controls(moe_session *s)
 {
-    const moe_config *c = &s->m->cfg;
-    if (!c->n_experts)
-        return moe_fail(err, MOE_EINVAL, "%s is a dense model: it has no experts to choose k of",
-                        s->m->info.hf_class);
-    if (k < 1 || k > c->n_experts)
-        return moe_fail(err, MOE_EINVAL, "experts per token must be from 1 to %d, not %d", c->n_experts, k);
-    if (layer < -1 || layer >= c->n_layers || (layer >= 0 && !s->m->layers[layer].n_experts))
-        return moe_fail(err, MOE_EINVAL, "layer %d is not an MoE layer (the model has %d layers)", layer,
-                        c->n_layers);
-    for (int l = 0; l < c->n_layers; l++)
-        if (layer < 0 || l == layer)
-            s->k_layer[l] = k;
-    return MOE_OK;
+    return &s->ctl;
 }
 
-int moe_session_get_k(const moe_session *s, int layer)
+const controls *session_controls_const(const moe_session *s)
 {
-    if (layer < 0 || layer >= s->m->cfg.n_layers)
-        layer = 0;
-    return s->m->cfg.n_experts ? s->k_layer[layer] : 0;
+    return &s->ctl;
+}
+
+const moe_model *session_model(const moe_session *s)
+{
+    return s->m;
 }
