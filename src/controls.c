@@ -254,9 +254,14 @@ moe_status moe_session_set_offset(moe_session *s, const moe_offset *o, moe_error
     switch (o->kind) {
     case MOE_OFFSET_MLP: {
         int n_exp = m->layers[o->layer].n_experts;
-        if (n_exp ? (o->expert < 0 || o->expert >= n_exp) : o->expert != 0)
-            return moe_fail(err, MOE_EINVAL, "layer %d has %s; expert %d does not exist", o->layer,
-                            n_exp ? "routed experts 0 to n-1" : "one dense MLP (expert 0)", o->expert);
+        if (!n_exp && o->expert != 0 && o->expert != -1)
+            return moe_fail(err, MOE_EINVAL, "layer %d has one dense MLP, not expert %d", o->layer, o->expert);
+        if (n_exp && o->expert == -1)
+            return moe_fail(err, MOE_EINVAL, "layer %d has %d routed experts: name one (L:E:N=D)", o->layer,
+                            n_exp);
+        if (n_exp && (o->expert < 0 || o->expert >= n_exp))
+            return moe_fail(err, MOE_EINVAL, "expert %d does not exist in layer %d (0 to %d)", o->expert,
+                            o->layer, n_exp - 1);
         width = cfg->ff;
         break;
     }
@@ -271,6 +276,10 @@ moe_status moe_session_set_offset(moe_session *s, const moe_offset *o, moe_error
     if (o->neuron < 0 || o->neuron >= width)
         return moe_fail(err, MOE_EINVAL, "neuron %d is out of range (0 to %d)", o->neuron, width - 1);
 
+    moe_offset o_norm = *o;
+    if (o_norm.kind == MOE_OFFSET_MLP && o_norm.expert < 0)
+        o_norm.expert = 0; /* a dense MLP is stored as expert 0 */
+    o = &o_norm;
     controls *c = session_controls(s);
     int at = 0;
     while (at < c->n_offsets && !same_target(&c->offsets[at], o))

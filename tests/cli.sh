@@ -62,6 +62,46 @@ tap_ok $? "--trace writes 10 tokens x 3 layers with probabilities, 3 experts, we
 "$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3 -n 2 --trace "$tmp/no/such/dir/t.json" >/dev/null 2>"$tmp/err"
 tap_ok "$([ $? = 1 ] && grep -q 'no/such/dir/t.json' "$tmp/err" && echo 0 || echo 1)" "an unwritable trace path is reported ($(cat "$tmp/err"))"
 
+# Controls from the command line: an expert switched off never appears in
+# the trace; a forced one is the only one; bad specs are refused by name.
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4,5,6,7,8 -n 10 --temp 0 --ignore-eos --print-ids --expert-off 1,4 --trace "$tmp/off.json" >/dev/null 2>"$tmp/err"
+n_used=$(tr -d ' \t\n' <"$tmp/off.json" | grep -o '"experts":\[[0-9,]*\]' | grep -c '[[,]\(1\|4\)[],]')
+n_all=$(tr -d ' \t\n' <"$tmp/off.json" | grep -o '"experts":\[[0-9,]*\]' | wc -l)
+tap_ok "$([ "$n_all" = 48 ] && [ "$n_used" = 0 ] && echo 0 || echo 1)" "--expert-off 1,4: experts 1 and 4 chosen in none of $n_all routings"
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4,5 -n 4 --temp 0 --print-ids --force L1:6 --trace "$tmp/force.json" >/dev/null 2>"$tmp/err"
+l1=$(tr -d ' \t\n' <"$tmp/force.json" | grep -o '"layer":1,"probs":\[[^]]*\],"experts":\[[0-9,]*\]' | sed 's/.*"experts"://' | sort -u | tr '\n' ' ')
+tap_ok "$([ "$l1" = "[6] " ] && echo 0 || echo 1)" "--force L1:6: layer 1 routes every token to expert 6 alone ($l1)"
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4,5 -n 8 --temp 0 --print-ids >"$tmp/plain" 2>/dev/null
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4,5 -n 8 --temp 0 --print-ids --offset 2:5:10=40 --bias 0=3 >"$tmp/steered" 2>/dev/null
+tap_ok "$(cmp -s "$tmp/plain" "$tmp/steered" && echo 1 || echo 0)" "--offset and --bias change the generation"
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4,5 -n 3 --temp 0 --k L0:1 --expert-off L2:0 >/dev/null 2>"$tmp/err"
+tap_ok "$(grep -q 'controls: k L0:1; off L2:0' "$tmp/err" && echo 0 || echo 1)" "the controls in force are reported on stderr"
+
+# Colour: ANSI only on request or on a terminal, never with NO_COLOR.
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4 -n 4 --temp 0 --colour always >"$tmp/col" 2>"$tmp/legend"
+tap_ok "$(grep -q "$(printf '\033')\[38;5;" "$tmp/col" && grep -q 'experts:' "$tmp/legend" && echo 0 || echo 1)" "--colour always colours tokens and prints a legend"
+NO_COLOR=1 "$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4 -n 4 --temp 0 >"$tmp/col" 2>/dev/null
+tap_ok "$(grep -q "$(printf '\033')" "$tmp/col" && echo 1 || echo 0)" "piped output with NO_COLOR has no escapes"
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4 -n 4 --temp 0 --colour-by 2 --colour always >/dev/null 2>&1
+tap_ok $? "--colour-by LAYER is accepted"
+
+check_err() { # STATUS PATTERN DESCRIPTION -- ARGS...
+    want_rc=$1 pat=$2 desc=$3
+    shift 4
+    "$ms" "$@" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    tap_ok "$([ "$rc" = "$want_rc" ] && grep -q -- "$pat" "$tmp/err" && echo 0 || echo 1)" "$desc (exit $rc: $(head -c 200 "$tmp/err"))"
+}
+check_err 1 "expert 8 does not exist" "--expert-off of a missing expert" -- run "$fix/models/mixtral-tiny" --prompt-ids 1 --expert-off 8
+check_err 1 "not an MoE layer" "--expert-off in a missing layer" -- run "$fix/models/mixtral-tiny" --prompt-ids 1 --expert-off L3:0
+check_err 1 "last one on" "switching every expert off" -- run "$fix/models/mixtral-tiny" --prompt-ids 1 --expert-off 0,1,2,3,4,5,6,7
+check_err 1 "offset: expected" "malformed --offset" -- run "$fix/models/mixtral-tiny" --prompt-ids 1 --offset 2:x=1
+check_err 1 "name one" "--offset without an expert on an MoE layer" -- run "$fix/models/mixtral-tiny" --prompt-ids 1 --offset 2:10=1
+check_err 1 "bias: expected" "malformed --bias" -- run "$fix/models/mixtral-tiny" --prompt-ids 1 --bias 3
+check_err 1 "k: expected" "malformed --k" -- run "$fix/models/mixtral-tiny" --prompt-ids 1 --k L1:
+check_err 1 "neuron 160 is out of range" "--offset past the MLP width" -- run "$fix/models/llama-tiny" --prompt-ids 1 --offset 0:160=1
+check_err 2 "auto, always or never" "bad --colour" -- run "$fix/models/mixtral-tiny" --prompt-ids 1 --colour sometimes
+
 # inspect
 "$ms" inspect "$fix/models/mixtral-tiny" >"$tmp/insp" 2>&1
 tap_ok "$(grep -q 'architecture *mixtral' "$tmp/insp" && grep -q 'experts per token *2' "$tmp/insp" && grep -q 'experts *8 in 3 MoE layers' "$tmp/insp" && grep -q 'weight type *F32' "$tmp/insp" && echo 0 || echo 1)" \
@@ -83,13 +123,6 @@ else
 fi
 
 # Errors: a message that says what is wrong, an exit status, no crash.
-check_err() { # STATUS PATTERN DESCRIPTION -- ARGS...
-    want_rc=$1 pat=$2 desc=$3
-    shift 4
-    "$ms" "$@" >"$tmp/out" 2>"$tmp/err"
-    rc=$?
-    tap_ok "$([ "$rc" = "$want_rc" ] && grep -q -- "$pat" "$tmp/err" && echo 0 || echo 1)" "$desc (exit $rc: $(head -c 200 "$tmp/err"))"
-}
 check_err 1 "no such model" "missing model directory" -- run "$tmp/nope" --prompt-ids 1
 check_err 1 "from 1 to 8" "--k beyond the experts" -- run "$fix/models/mixtral-tiny" --prompt-ids 1 --k 9
 check_err 2 "comma-separated" "malformed --prompt-ids" -- run "$fix/models/mixtral-tiny" --prompt-ids 1,x

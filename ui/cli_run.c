@@ -1,7 +1,8 @@
-/* moescope run MODEL: generate from a prompt and stream the tokens.
+/* moescope run MODEL: generate from a prompt and stream the tokens,
+ * coloured by the expert the router picked, under any controls given.
  *
  * stdout carries only the generation (with --print-ids, one line of ids);
- * timings and the seed go to stderr, so scripts can pipe the output. */
+ * the legend, seed and timings go to stderr, so scripts can pipe it. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,8 @@
 
 #include "args.h"
 #include "cli.h"
+#include "colour.h"
+#include "controls_parse.h"
 #include "moescope/moescope.h"
 #include "trace_json.h"
 
@@ -23,23 +26,52 @@ static const char RUN_USAGE[] =
     "  --repeat-penalty R     penalise recent tokens (default 1.0, off)\n"
     "  --repeat-last-n N      how many recent tokens the penalty sees (default 64)\n"
     "  --seed S               sampling seed (default: random, printed to stderr)\n"
-    "  --k N                  experts per token (default: the model's own)\n"
     "  -t, --threads N        threads (default: all cores)\n"
     "  -c, --ctx-size N       context length (default: min(model maximum, 4096))\n"
     "  -b, --batch-size N     prompt tokens per forward pass (default 512)\n"
     "  --ignore-eos           keep generating past the end-of-sequence token\n"
     "  --print-ids            print only the generated ids, space-separated, on one line\n"
-    "  --trace FILE           write every token's routing (all layers) as JSON\n";
+    "  --trace FILE           write every token's routing (all layers) as JSON\n"
+    "controls (repeatable; L: limits one to layer L):\n"
+    "  --k N | L:N            experts per token (default: the model's own)\n"
+    "  --expert-off E[,E] | L:E[,E]   switch experts off (--expert-on to undo)\n"
+    "  --force E[,E] | L:E[,E]        send every token to these experts\n"
+    "  --bias E=X | L:E=X     add X to expert E's router logit\n"
+    "  --offset L:N=D | L:E:N=D | L:resid:N=D   add D to a neuron (steering)\n"
+    "colour:\n"
+    "  --colour auto|always|never     colour tokens by expert (auto: on a terminal, unless NO_COLOR)\n"
+    "  --colour-by vote|LAYER         the layers' majority vote (default) or one layer's top expert\n";
+
+typedef struct {
+    const char *verb, *arg;
+} control_arg;
 
 typedef struct {
     const char *model;
     const char *trace;
     int32_t *prompt;
     int n_prompt;
-    long n_predict, k, threads, ctx, batch;
+    long n_predict, threads, ctx, batch;
     int ignore_eos, print_ids, seed_set;
     moe_sampler_params sp;
+    control_arg *controls;
+    int n_controls;
+    colour_when colour;
+    int colour_layer;          /* -1: vote */
 } run_opts;
+
+/* Flags that take a value, and the control verb each stands for. */
+static const struct {
+    const char *flag, *verb;
+} FLAGS[] = {
+    {"--prompt-ids", NULL}, {"-p", NULL}, {"--prompt", NULL}, {"-n", NULL}, {"--n-predict", NULL},
+    {"--temp", NULL}, {"--top-k", NULL}, {"--top-p", NULL}, {"--min-p", NULL},
+    {"--repeat-penalty", NULL}, {"--repeat-last-n", NULL}, {"--seed", NULL}, {"-t", NULL},
+    {"--threads", NULL}, {"-c", NULL}, {"--ctx-size", NULL}, {"-b", NULL}, {"--batch-size", NULL},
+    {"--trace", NULL}, {"--colour", NULL}, {"--color", NULL}, {"--colour-by", NULL},
+    {"--k", "k"}, {"--expert-off", "off"}, {"--expert-on", "on"}, {"--force", "force"},
+    {"--bias", "bias"}, {"--offset", "offset"},
+};
 
 static double now(void)
 {
@@ -48,11 +80,15 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* Returns 0 on success, or the exit status after printing the problem. */
+/* Returns 0 on success, -1 after --help, or the exit status after printing
+ * the problem. */
 static int parse(int argc, char **argv, run_opts *o)
 {
     o->n_predict = 128;
     o->sp = moe_sampler_defaults();
+    o->colour_layer = -1;
+    if (!(o->controls = calloc((size_t)argc, sizeof *o->controls)))
+        return fail_msg("out of memory") + 1;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         long n;
@@ -73,19 +109,17 @@ static int parse(int argc, char **argv, run_opts *o)
             o->model = a;
             continue;
         }
-        static const char *const with_value[] = {
-            "--prompt-ids", "-p", "--prompt", "-n", "--n-predict", "--temp", "--top-k", "--top-p",
-            "--min-p", "--repeat-penalty", "--repeat-last-n", "--seed", "--k", "-t", "--threads",
-            "-c", "--ctx-size", "-b", "--batch-size", "--trace", NULL};
-        int known = 0;
-        for (const char *const *w = with_value; *w; w++)
-            known |= IS(*w);
-        if (!known)
+        size_t fi = 0;
+        while (fi < sizeof FLAGS / sizeof FLAGS[0] && strcmp(a, FLAGS[fi].flag))
+            fi++;
+        if (fi == sizeof FLAGS / sizeof FLAGS[0])
             return fail_msg("run: unknown option '%s' (see moescope run --help)", a) + 1;
         if (!v)
             return fail_msg("run: %s needs a value", a) + 1;
         i++;
-        if (IS("--prompt-ids")) {
+        if (FLAGS[fi].verb) {
+            o->controls[o->n_controls++] = (control_arg){FLAGS[fi].verb, v};
+        } else if (IS("--prompt-ids")) {
             free(o->prompt);
             if ((o->n_prompt = arg_id_list(a, v, &o->prompt)) < 0)
                 return 2;
@@ -94,6 +128,20 @@ static int parse(int argc, char **argv, run_opts *o)
                             "give the prompt as --prompt-ids") + 1;
         } else if (IS("--trace")) {
             o->trace = v;
+        } else if (IS("--colour") || IS("--color")) {
+            if (!strcmp(v, "auto"))
+                o->colour = COLOUR_AUTO;
+            else if (!strcmp(v, "always"))
+                o->colour = COLOUR_ALWAYS;
+            else if (!strcmp(v, "never"))
+                o->colour = COLOUR_NEVER;
+            else
+                return fail_msg("%s expects auto, always or never, not '%s'", a, v) + 1;
+        } else if (IS("--colour-by")) {
+            if (strcmp(v, "vote") != 0) {
+                if (!arg_int(a, v, 0, 1 << 16, &n)) return 2;
+                o->colour_layer = (int)n;
+            }
         } else if (IS("-n") || IS("--n-predict")) {
             if (!arg_int(a, v, 0, 1 << 20, &o->n_predict)) return 2;
         } else if (IS("--temp")) {
@@ -117,19 +165,15 @@ static int parse(int argc, char **argv, run_opts *o)
         } else if (IS("--seed")) {
             char *end;
             o->sp.seed = strtoull(v, &end, 10);
-            if (!*v || *end)
+            if (!*v || *end || *v == '-')
                 return fail_msg("--seed expects a non-negative integer, not '%s'", v) + 1;
             o->seed_set = 1;
-        } else if (IS("--k")) {
-            if (!arg_int(a, v, 1, 4096, &o->k)) return 2;
         } else if (IS("-t") || IS("--threads")) {
             if (!arg_int(a, v, 1, 256, &o->threads)) return 2;
         } else if (IS("-c") || IS("--ctx-size")) {
             if (!arg_int(a, v, 1, 1 << 20, &o->ctx)) return 2;
         } else if (IS("-b") || IS("--batch-size")) {
             if (!arg_int(a, v, 1, 8192, &o->batch)) return 2;
-        } else {
-            return fail_msg("run: unknown option '%s' (see moescope run --help)", a) + 1;
         }
 #undef IS
     }
@@ -142,45 +186,86 @@ static int parse(int argc, char **argv, run_opts *o)
     return 0;
 }
 
+/* What the run's trace sink sees: it records the colour expert of the
+ * latest token and passes everything on to the JSON trace, if any. */
+typedef struct {
+    trace_json *json;
+    moe_trace_sink json_sink;
+    int colour_layer;
+    int last_colour;
+} run_sink;
+
+static void on_token(void *ctx, const moe_token_trace *t)
+{
+    run_sink *rs = ctx;
+    rs->last_colour = -1;
+    if (rs->colour_layer < 0 && t->n_routes) {
+        rs->last_colour = trace_colour_vote(t);
+    } else {
+        for (int r = 0; r < t->n_routes; r++)
+            if (t->routes[r].layer == rs->colour_layer)
+                rs->last_colour = t->routes[r].experts[0];
+    }
+    if (rs->json)
+        rs->json_sink.on_token(rs->json_sink.ctx, t);
+}
+
 int cmd_run(int argc, char **argv)
 {
     run_opts o = {0};
     int rc = parse(argc, argv, &o);
-    if (rc) {
-        free(o.prompt);
-        return rc < 0 ? 0 : rc;
-    }
     moe_model *m = NULL;
     moe_session *s = NULL;
     moe_sampler *smp = NULL;
-    trace_json *tj = NULL;
+    run_sink rs = {0};
     moe_error err = {0};
+    if (rc) {
+        rc = rc < 0 ? 0 : rc;
+        goto done;
+    }
     moe_session_params sp = {(int)o.ctx, (int)o.threads, (int)o.batch};
     rc = 1;
     if (moe_model_open(o.model, &m, &err) || moe_session_new(m, &sp, &s, &err) ||
-        (o.k && moe_session_set_k(s, -1, (int)o.k, &err)) ||
         moe_sampler_new(&o.sp, moe_model_info_get(m)->vocab, &smp, &err)) {
         fail_msg("%s", err.msg);
         goto done;
     }
-    if (o.n_prompt + o.n_predict > moe_session_n_ctx(s)) {
-        fail_msg("prompt (%d) plus tokens to generate (%ld) exceed the context of %d; use -c",
-                 o.n_prompt, o.n_predict, moe_session_n_ctx(s));
+    const moe_model_info *in = moe_model_info_get(m);
+    for (int i = 0; i < o.n_controls; i++) {
+        char msg[512];
+        if (control_apply(s, o.controls[i].verb, o.controls[i].arg, msg, sizeof msg)) {
+            fail_msg("%s", msg);
+            goto done;
+        }
+    }
+    if (o.colour_layer >= in->n_layers || (o.colour_layer >= 0 && !in->n_moe_layers)) {
+        fail_msg("--colour-by %d: the model has %d layers%s", o.colour_layer, in->n_layers,
+                 in->n_moe_layers ? "" : " and no experts");
         goto done;
     }
-    if (!o.print_ids)
-        fprintf(stderr, "seed %llu\n", (unsigned long long)o.sp.seed);
+    if (o.n_prompt + o.n_predict > moe_session_n_ctx(s)) {
+        fail_msg("prompt (%d) plus tokens to generate (%ld) exceed the context of %d; use -c", o.n_prompt,
+                 o.n_predict, moe_session_n_ctx(s));
+        goto done;
+    }
+    int colour = !o.print_ids && in->n_moe_layers && colour_enabled(o.colour, stdout);
+    rs.colour_layer = o.colour_layer;
     if (o.trace) {
-        if (!(tj = trace_json_new(m, &o.sp))) {
+        if (!(rs.json = trace_json_new(m, &o.sp))) {
             fail_msg("out of memory for the trace");
             goto done;
         }
-        moe_trace_sink sink = trace_json_sink(tj);
-        moe_session_set_trace(s, &sink);
-        trace_json_set_prompt(tj, 1);
+        rs.json_sink = trace_json_sink(rs.json);
+        trace_json_set_prompt(rs.json, 1);
+    }
+    moe_trace_sink sink = {&rs, on_token};
+    moe_session_set_trace(s, &sink);
+    if (!o.print_ids) {
+        fprintf(stderr, "seed %llu\n", (unsigned long long)o.sp.seed);
+        if (colour)
+            colour_legend(stderr, in->n_experts, NULL);
     }
 
-    int eos = moe_model_info_get(m)->eos_id;
     for (int i = 0; i < o.n_prompt; i++)
         moe_sampler_accept(smp, o.prompt[i]);
     double t0 = now();
@@ -189,42 +274,53 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     double t1 = now();
-    if (tj)
-        trace_json_set_prompt(tj, 0);
-    int n_gen = 0;
-    for (; n_gen < o.n_predict; n_gen++) {
+    if (rs.json)
+        trace_json_set_prompt(rs.json, 0);
+    /* Each sampled token is fed back before it is printed: its routing,
+     * and so its colour, is known only once the model has seen it. */
+    int n_gen = 0, eos = in->eos_id;
+    while (n_gen < o.n_predict) {
         int32_t id = moe_sampler_sample(smp, moe_session_logits(s));
         moe_sampler_accept(smp, id);
-        printf(n_gen ? " %d" : "%d", (int)id);
-        fflush(stdout);
         int last = n_gen + 1 == o.n_predict || (id == eos && !o.ignore_eos);
-        /* the last token is fed to the model only so that its routing is traced */
-        if ((!last || tj) && moe_session_eval(s, &id, 1, &err)) {
+        int feed = !last || rs.json || colour;
+        if (feed && moe_session_eval(s, &id, 1, &err)) {
             fail_msg("%s", err.msg);
             goto done;
         }
-        if (last) {
-            n_gen++;
+        if (colour && rs.last_colour >= 0)
+            printf("%s%s%d%s", n_gen ? " " : "", colour_start(rs.last_colour), (int)id, COLOUR_END);
+        else
+            printf(n_gen ? " %d" : "%d", (int)id);
+        fflush(stdout);
+        n_gen++;
+        if (last)
             break;
-        }
     }
     printf("\n");
     double t2 = now();
     if (!o.print_ids)
         fprintf(stderr, "prompt %d tokens in %.3f s (%.1f t/s); generated %d tokens in %.3f s (%.1f t/s)\n",
-                o.n_prompt, t1 - t0, o.n_prompt / (t1 - t0), n_gen, t2 - t1,
-                n_gen > 1 ? (n_gen - 1) / (t2 - t1) : 0.0);
+                o.n_prompt, t1 - t0, o.n_prompt / (t1 - t0), n_gen, t2 - t1, n_gen / (t2 - t1));
+    int n_log;
+    const moe_control_event *log = moe_session_control_log(s, &n_log);
+    if (!o.print_ids && n_log) {
+        fprintf(stderr, "controls:");
+        for (int i = 0; i < n_log; i++)
+            fprintf(stderr, " %s%s", log[i].text, i + 1 < n_log ? ";" : "\n");
+    }
     char msg[512];
-    if (tj && trace_json_write(tj, o.trace, msg, sizeof msg)) {
+    if (rs.json && trace_json_write(rs.json, o.trace, msg, sizeof msg)) {
         fail_msg("%s", msg);
         goto done;
     }
     rc = 0;
 done:
-    trace_json_free(tj);
+    trace_json_free(rs.json);
     moe_sampler_free(smp);
     moe_session_free(s);
     moe_model_close(m);
     free(o.prompt);
+    free(o.controls);
     return rc;
 }

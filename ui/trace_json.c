@@ -7,6 +7,7 @@
 #include <cjson/cJSON.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,11 +97,12 @@ trace_json *trace_json_new(const moe_model *m, const moe_sampler_params *sp)
     cJSON_AddNumberToObject(model, "n_experts", in->n_experts);
     cJSON_AddNumberToObject(model, "k", in->k);
     cJSON *s = cJSON_AddObjectToObject(t->root, "sampler");
-    cJSON_AddNumberToObject(s, "temp", sp->temp);
+    /* floats rounded to what a user typed: 0.95, not 0.949999988 */
+    cJSON_AddNumberToObject(s, "temp", round(sp->temp * 1e6) / 1e6);
     cJSON_AddNumberToObject(s, "top_k", sp->top_k);
-    cJSON_AddNumberToObject(s, "top_p", sp->top_p);
-    cJSON_AddNumberToObject(s, "min_p", sp->min_p);
-    cJSON_AddNumberToObject(s, "repeat_penalty", sp->repeat_penalty);
+    cJSON_AddNumberToObject(s, "top_p", round(sp->top_p * 1e6) / 1e6);
+    cJSON_AddNumberToObject(s, "min_p", round(sp->min_p * 1e6) / 1e6);
+    cJSON_AddNumberToObject(s, "repeat_penalty", round(sp->repeat_penalty * 1e6) / 1e6);
     char seed[32];
     snprintf(seed, sizeof seed, "%llu", (unsigned long long)sp->seed);
     cJSON_AddStringToObject(s, "seed", seed); /* a string: JSON numbers lose 64-bit precision */
