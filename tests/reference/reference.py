@@ -6,6 +6,7 @@
     python3 tests/reference/reference.py MODEL_DIR...    # golden files for these model directories only
     python3 tests/reference/reference.py --stats MODEL_DIR   # print routing / logit statistics
     python3 tests/reference/reference.py --f32-check     # this reference run in float32 vs the golden files
+    python3 tests/reference/reference.py --controls      # self-check, then only the routing-controls golden files
 
 A plain torch (CPU, float64) implementation of the forward passes of
 transformers' LlamaForCausalLM and MixtralForCausalLM, written from
@@ -17,7 +18,9 @@ function-by-function correspondence).  It shares no code with the C engine or
 with tools/gen_fixtures.py: it parses config.json and the safetensors files
 itself, with numpy, and widens F16/BF16 weights exactly to float64.
 
-Golden files go to tests/fixtures/golden/<model>.json.
+Golden files go to tests/fixtures/golden/<model>.json, and (routing
+controls: expert bias, mask, force, neuron offsets; see Controls) to
+tests/fixtures/golden/controls-<model>.json for mixtral-tiny and llama-tiny.
 """
 
 import argparse
@@ -214,19 +217,125 @@ def silu(x):
     return x * torch.sigmoid(x)
 
 
-def swiglu(x, w_gate, w_up, w_down):
+def swiglu(x, w_gate, w_up, w_down, offset=None):
     # LlamaMLP: down(act(gate(x)) * up(x)); MixtralBlockSparseTop2MLP: w2(act(w1 x) * w3 x)
-    return linear(silu(linear(x, w_gate)) * linear(x, w_up), w_down)
+    # offset (controls): a (intermediate,) vector added to the hidden
+    # activation act(gate x) * up x before the down projection.
+    a = silu(linear(x, w_gate)) * linear(x, w_up)
+    if offset is not None:
+        a = a + offset
+    return linear(a, w_down)
 
 
-def route(router_logits, k):
+def route(router_logits, k, bias=None, mask=None, force=None):
     """MixtralSparseMoeBlock gating: softmax over all experts, top-k, renormalise.
 
-    Returns (probs (T,E), experts (T,k) in descending weight order, weights (T,k))."""
+    Controls (all optional): bias (E,) is added to the router logits, then
+    the experts where mask (E,) bool is True get logit -inf (probability 0);
+    the softmax is over all experts.  force (a list of expert ids) makes the
+    chosen experts exactly that set, regardless of k; otherwise the top
+    k_eff = min(k, unmasked experts) are chosen.  Either way the chosen
+    experts' probabilities are divided by their sum (Mixtral's rule).
+
+    Returns (probs (T,E), experts (T,n) in descending weight order, weights (T,n))."""
+    if bias is not None:
+        router_logits = router_logits + bias
+    if mask is not None:
+        router_logits = router_logits.masked_fill(mask, float("-inf"))
     probs = torch.softmax(router_logits, dim=-1)
-    w, idx = torch.topk(probs, k, dim=-1)
+    if force is not None:
+        f = torch.tensor(force, dtype=torch.long)
+        w, order = torch.sort(probs[:, f], dim=-1, descending=True, stable=True)
+        idx = f[order]
+    else:
+        if mask is not None:
+            k = min(k, int((~mask).sum()))
+        w, idx = torch.topk(probs, k, dim=-1)
     w = w / w.sum(dim=-1, keepdim=True)
     return probs, idx, w
+
+
+class Controls:
+    """Routing controls (interventions), applied at every position.
+
+    spec (the "controls" object of tests/fixtures/golden/controls-*.json):
+      "bias":    [[layer, expert, delta], ...]   router logit[expert] += delta (before the softmax)
+      "mask":    [[layer, expert], ...]          router logit[expert] = -inf (after the biases)
+      "force":   [[layer, [expert, ...]], ...]   the chosen experts are exactly this set
+      "offsets": [[layer, "mlp", expert, neuron, delta], ...]   hidden activation of that
+                                                 expert's MLP (dense: expert 0), where computed
+                 [[layer, "resid", null, neuron, delta], ...]   hidden state after the layer
+    layer -1 = every MoE layer (bias, mask, force only; an offset names one
+    layer).  Biases on the same (layer, expert) and offsets on the same
+    target add up; masks are a union; two force entries reaching the same
+    layer, a forced expert that is masked, masking every expert of a layer,
+    and router controls on a dense model are errors."""
+
+    def __init__(self, spec, n_layers, n_experts, d_ff, d_model):
+        spec = spec or {}
+        unknown = set(spec) - {"bias", "mask", "force", "offsets"}
+        if unknown:
+            raise ValueError("unknown controls %s" % sorted(unknown))
+        L, E = n_layers, n_experts
+
+        def layers(l, what):
+            if not isinstance(l, int) or not -1 <= l < L:
+                raise ValueError("%s: layer %r not in -1..%d" % (what, l, L - 1))
+            if E == 0:
+                raise ValueError("%s: the model has no router" % what)
+            return range(L) if l == -1 else [l]
+
+        def expert(e, what):
+            if not isinstance(e, int) or not 0 <= e < E:
+                raise ValueError("%s: expert %r not in 0..%d" % (what, e, E - 1))
+            return e
+
+        self.bias, self.mask, self.force, self.mlp, self.resid = {}, {}, {}, {}, {}
+        for l, e, delta in spec.get("bias", []):
+            ls = layers(l, "bias")
+            expert(e, "bias")
+            for i in ls:
+                self.bias.setdefault(i, torch.zeros(E, dtype=DT))[e] += float(delta)
+        for l, e in spec.get("mask", []):
+            ls = layers(l, "mask")
+            expert(e, "mask")
+            for i in ls:
+                self.mask.setdefault(i, torch.zeros(E, dtype=torch.bool))[e] = True
+        for i, m in self.mask.items():
+            if bool(m.all()):
+                raise ValueError("mask: every expert of layer %d is masked" % i)
+        for l, es in spec.get("force", []):
+            ls = layers(l, "force")
+            es = [expert(e, "force") for e in es]
+            if not es or len(set(es)) != len(es):
+                raise ValueError("force: empty or repeated expert set %r" % (es,))
+            for i in ls:
+                if i in self.force:
+                    raise ValueError("force: two entries for layer %d" % i)
+                if i in self.mask and bool(self.mask[i][es].any()):
+                    raise ValueError("force: a forced expert is masked in layer %d" % i)
+                self.force[i] = list(es)
+        for o in spec.get("offsets", []):
+            l, kind, e, n, delta = o
+            if not isinstance(l, int) or not 0 <= l < L:
+                raise ValueError("offset %r: layer not in 0..%d" % (o, L - 1))
+            if kind == "mlp":
+                if E == 0:
+                    if e != 0:
+                        raise ValueError("offset %r: a dense MLP is expert 0" % (o,))
+                else:
+                    expert(e, "offset")
+                if not isinstance(n, int) or not 0 <= n < d_ff:
+                    raise ValueError("offset %r: neuron not in 0..%d" % (o, d_ff - 1))
+                self.mlp.setdefault((l, e), torch.zeros(d_ff, dtype=DT))[n] += float(delta)
+            elif kind == "resid":
+                if e is not None:
+                    raise ValueError("offset %r: a resid offset has expert null" % (o,))
+                if not isinstance(n, int) or not 0 <= n < d_model:
+                    raise ValueError("offset %r: neuron not in 0..%d" % (o, d_model - 1))
+                self.resid.setdefault(l, torch.zeros(d_model, dtype=DT))[n] += float(delta)
+            else:
+                raise ValueError("offset %r: kind must be \"mlp\" or \"resid\"" % (o,))
 
 
 # ---------------------------------------------------------------------------
@@ -292,10 +401,14 @@ class Model:
         o = o.transpose(0, 1).reshape(T, self.nh * self.hd)
         return linear(o, W[p + "o_proj.weight"], W.get(p + "o_proj.bias"))
 
-    def moe_block(self, i, h, k, trace):
+    def moe_block(self, i, h, k, trace, controls=None):
         W = self.W
         p = "model.layers.%d.block_sparse_moe." % i
-        probs, idx, w = route(linear(h, W[p + "gate.weight"]), k)
+        if controls is None:
+            probs, idx, w = route(linear(h, W[p + "gate.weight"]), k)
+        else:
+            probs, idx, w = route(linear(h, W[p + "gate.weight"]), k, controls.bias.get(i),
+                                  controls.mask.get(i), controls.force.get(i))
         out = torch.zeros_like(h)
         for e in range(self.n_experts):
             sel = (idx == e)                      # (T, k)
@@ -303,15 +416,21 @@ class Model:
             if rows.numel() == 0:
                 continue
             q = p + "experts.%d." % e
-            y = swiglu(h[rows], W[q + "w1.weight"], W[q + "w3.weight"], W[q + "w2.weight"])
+            # an mlp offset acts only on the rows (tokens) that chose expert e
+            y = swiglu(h[rows], W[q + "w1.weight"], W[q + "w3.weight"], W[q + "w2.weight"],
+                       controls.mlp.get((i, e)) if controls is not None else None)
             we = (w * sel).sum(dim=-1)[rows]
             out[rows] += we[:, None] * y
         if trace is not None:
             trace.append((probs, idx, w))
         return out
 
-    def forward(self, ids, k=None, trace=None):
-        """ids: list of token ids -> logits (T, vocab), float64."""
+    def controls(self, spec):
+        """A Controls object for this model from a golden-file "controls" spec."""
+        return Controls(spec, self.L, self.n_experts, self.cfg["intermediate_size"], self.d)
+
+    def forward(self, ids, k=None, trace=None, controls=None):
+        """ids: list of token ids -> logits (T, vocab), float64.  controls: a Controls or None."""
         W = self.W
         x = W["model.embed_tokens.weight"][torch.tensor(ids, dtype=torch.long)]
         for i in range(self.L):
@@ -319,10 +438,14 @@ class Model:
             x = x + self.attention(i, rms_norm(x, W[p + "input_layernorm.weight"], self.eps))
             h = rms_norm(x, W[p + "post_attention_layernorm.weight"], self.eps)
             if self.moe:
-                x = x + self.moe_block(i, h, k or self.top_k, trace)
+                x = x + self.moe_block(i, h, k or self.top_k, trace, controls)
             else:
                 x = x + swiglu(h, W[p + "mlp.gate_proj.weight"], W[p + "mlp.up_proj.weight"],
-                               W[p + "mlp.down_proj.weight"])
+                               W[p + "mlp.down_proj.weight"],
+                               controls.mlp.get((i, 0)) if controls is not None else None)
+            if controls is not None and i in controls.resid:
+                # resid offset: after the layer's MLP residual add, at every position
+                x = x + controls.resid[i]
         x = rms_norm(x, W["model.norm.weight"], self.eps)
         return x @ self.lm_head.t()
 
@@ -341,12 +464,12 @@ def sig7(x):
     return float("%.7g" % x)
 
 
-def greedy(model, prompt, k, n=N_GREEDY):
+def greedy(model, prompt, k, n=N_GREEDY, controls=None):
     """Greedy decoding by re-running the whole sequence at each step (no cache)."""
     seq = list(prompt)
     out, margins, first = [], [], None
     for step in range(n):
-        logits = model.forward(seq, k)[-1]
+        logits = model.forward(seq, k, controls=controls)[-1]
         if first is None:
             first = logits
         top2 = torch.topk(logits, 2)
@@ -457,6 +580,182 @@ def format_golden(doc):
     lines.append('  ]')
     lines.append('}')
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------
+# golden files for routing controls (interventions)
+# ---------------------------------------------------------------------------
+
+# Each case: a short name, a prompt (index into prompts(): 2 = 40 tokens,
+# 1 = 7 tokens), k (None for dense models) and the controls, in the golden
+# files' notation (see Controls).  Each must move the last-prompt-position
+# logits by > 1e-2 against the same prompt and k without controls, and keep
+# the greedy margins >= 1e-3 (checked when the files are written).
+_ALL_BUT_2_6 = [[-1, e] for e in (0, 1, 3, 4, 5, 7)]
+CONTROL_CASES = {
+    "mixtral-tiny": [
+        ("mask-e3-all", 2, 2, {"mask": [[-1, 3]]}),
+        ("mask-e3-all-p7", 1, 2, {"mask": [[-1, 3]]}),
+        ("mask-e5-l1", 2, 2, {"mask": [[1, 5]]}),
+        ("mask-e0..6-l0", 2, 2, {"mask": [[0, e] for e in range(7)]}),
+        ("mask-6-all-k4", 2, 4, {"mask": _ALL_BUT_2_6}),
+        ("bias-e6+2-all", 2, 2, {"bias": [[-1, 6, 2.0]]}),
+        # expert 1 is not among layer 2's top 2 at the last prompt position,
+        # so a negative bias on it cannot move those logits (layer 2 is the
+        # last layer): the case lowers expert 4, that position's top choice
+        ("bias-e4-3-l2", 2, 2, {"bias": [[2, 4, -3.0]]}),
+        ("force-e4-all", 2, 2, {"force": [[-1, [4]]]}),
+        ("force-e4-all-p7", 1, 2, {"force": [[-1, [4]]]}),
+        ("force-e1e3-l1", 2, 2, {"force": [[1, [1, 3]]]}),
+        ("force-e012-all-k2", 2, 2, {"force": [[-1, [0, 1, 2]]]}),
+        ("mlp-l1e3n10", 2, 2, {"offsets": [[1, "mlp", 3, 10, 5.0]]}),
+        ("mlp2-resid", 2, 2, {"offsets": [[0, "mlp", 3, 20, 3.0], [2, "mlp", 4, 40, -4.0],
+                                          [0, "resid", None, 7, -4.0]]}),
+        ("resid-l2n0", 2, 2, {"offsets": [[2, "resid", None, 0, 6.0]]}),
+        ("mask-bias-mlp", 2, 2, {"mask": [[-1, 3]], "bias": [[1, 6, 1.5]],
+                                 "offsets": [[2, "mlp", 4, 20, 3.0]]}),
+    ],
+    "llama-tiny": [
+        ("mlp-l0n3", 2, None, {"offsets": [[0, "mlp", 0, 3, 4.0]]}),
+        ("mlp-l0n3-p7", 1, None, {"offsets": [[0, "mlp", 0, 3, 4.0]]}),
+        ("resid-l1n5", 2, None, {"offsets": [[1, "resid", None, 5, -5.0]]}),
+        ("mlp-resid", 2, None, {"offsets": [[0, "mlp", 0, 3, 4.0], [1, "resid", None, 5, -5.0]]}),
+    ],
+}
+MIN_CONTROL_EFFECT = 1e-2
+MIN_CONTROL_MARGIN = 1e-3
+
+
+def controlled_router_gap(trace, k, ctl):
+    """Smallest gap between the k_eff-th and (k_eff+1)-th router logit (after
+    bias and mask) over the traced layers and positions, counting only the
+    layers where top-k decides something: not forced, k_eff < unmasked."""
+    gap = None
+    for i, (pr, _, _) in enumerate(trace):
+        if i in ctl.force:
+            continue
+        n_on = pr.shape[1] - (int(ctl.mask[i].sum()) if i in ctl.mask else 0)
+        ke = min(k, n_on)
+        if ke == n_on:
+            continue
+        srt = torch.sort(torch.log(pr), dim=-1, descending=True).values
+        g = float((srt[:, ke - 1] - srt[:, ke]).min())
+        gap = g if gap is None else min(gap, g)
+    return gap
+
+
+def control_consistency(m, name):
+    """Whole-model checks of the controls against each other (exact up to rounding)."""
+    ok = True
+    p40 = prompts()[2]
+
+    def check(what, a, b, tol=1e-12):
+        nonlocal ok
+        err = float((a - b).abs().max())
+        good = err <= tol
+        ok &= good
+        print("   %-70s max|diff| %.2e %s" % (what, err, "ok" if good else "FAIL"))
+
+    def run(k, spec):
+        return m.forward(p40, k, controls=m.controls(spec) if spec is not None else None)
+
+    if m.moe:
+        E, L = m.n_experts, m.L
+        for kk in (1, 2, 3):
+            # per layer a different set of kk experts
+            keep = [[(3 * i + 5 * j) % E for j in range(kk)] for i in range(L)]
+            masked = run(kk, {"mask": [[i, e] for i in range(L) for e in range(E) if e not in keep[i]]})
+            forced = run(kk, {"force": [[i, keep[i]] for i in range(L)]})
+            check("k=%d, mask all but %s == force %s" % (kk, keep, keep), masked, forced)
+        check("force all %d experts (k=2) == k=%d without controls" % (E, E),
+              run(2, {"force": [[-1, list(range(E))]]}), run(E, None))
+        check("force all %d experts in reverse order == in order" % E,
+              run(2, {"force": [[-1, list(range(E))[::-1]]]}), run(2, {"force": [[-1, list(range(E))]]}), 0)
+        check("mask [-1, 3] == mask [0, 3], [1, 3], [2, 3] (bitwise)",
+              run(2, {"mask": [[-1, 3]]}), run(2, {"mask": [[i, 3] for i in range(L)]}), 0)
+        check("bias [-1, 6, 2] == bias [i, 6, 2] for every layer (bitwise)",
+              run(2, {"bias": [[-1, 6, 2.0]]}), run(2, {"bias": [[i, 6, 2.0] for i in range(L)]}), 0)
+        check("bias 0 == no controls (bitwise)", run(2, {"bias": [[-1, 6, 0.0]]}), run(2, None), 0)
+        check("mlp offset on an expert masked in that layer == the mask alone (bitwise)",
+              run(2, {"mask": [[1, 3]], "offsets": [[1, "mlp", 3, 10, 5.0]]}), run(2, {"mask": [[1, 3]]}), 0)
+        check("two mlp offsets on one target (2 + 3) == one of 5",
+              run(2, {"offsets": [[1, "mlp", 3, 10, 2.0], [1, "mlp", 3, 10, 3.0]]}),
+              run(2, {"offsets": [[1, "mlp", 3, 10, 5.0]]}))
+    else:
+        check("mlp offset 0 == no controls (bitwise)", run(None, {"offsets": [[0, "mlp", 0, 3, 0.0]]}),
+              run(None, None), 0)
+        check("two mlp offsets on one target (1.5 + 2.5) == one of 4",
+              run(None, {"offsets": [[0, "mlp", 0, 3, 1.5], [0, "mlp", 0, 3, 2.5]]}),
+              run(None, {"offsets": [[0, "mlp", 0, 3, 4.0]]}))
+        check("two resid offsets on one target (-2 + -3) == one of -5",
+              run(None, {"offsets": [[1, "resid", None, 5, -2.0], [1, "resid", None, 5, -3.0]]}),
+              run(None, {"offsets": [[1, "resid", None, 5, -5.0]]}))
+    print("   control consistency (%s):" % name, "passed" if ok else "FAILED")
+    return ok
+
+
+def controls_golden(name, verbose=True):
+    """Write tests/fixtures/golden/controls-<name>.json; returns False if a check fails."""
+    t0 = time.time()
+    m = load_model(os.path.join(MODELS, name))
+    print("controls-%s: controls checked against each other" % name)
+    ok = control_consistency(m, name)
+    P = prompts()
+    cases, report = [], []
+    for label, pi, k, spec in CONTROL_CASES[name]:
+        prompt = P[pi]
+        ctl = m.controls(spec)
+        last_logits, toks, margins = greedy(m, prompt, k, controls=ctl)
+        base_logits, base_toks, _ = greedy(m, prompt, k)
+        effect = float((last_logits - base_logits).abs().max())
+        first_div = next((n for n, (a, b) in enumerate(zip(toks, base_toks)) if a != b), None)
+        case = {
+            "name": label,
+            "prompt": prompt,
+            "k": k,
+            "controls": {key: spec[key] for key in ("bias", "mask", "force", "offsets") if spec.get(key)},
+            "logits": [sig7(v) for v in last_logits.tolist()],
+            "greedy": toks,
+            "min_margin": sig7(min(margins)),
+        }
+        gap = None
+        if m.moe:
+            tr = []
+            m.forward(prompt + toks[:-1], k, trace=tr, controls=ctl)
+            gap = controlled_router_gap(tr, k, ctl)
+            case["min_router_gap"] = sig7(gap) if gap is not None else None
+            tr = []
+            m.forward(prompt, k, trace=tr, controls=ctl)
+            case["routing_last"] = {
+                "experts": [[int(e) for e in idx[-1].tolist()] for _, idx, _ in tr],
+                "weights": [[sig7(v) for v in w[-1].tolist()] for _, _, w in tr],
+                "probs": [[sig7(v) for v in pr[-1].tolist()] for pr, _, _ in tr],
+            }
+        cases.append(case)
+        good = effect > MIN_CONTROL_EFFECT and min(margins) >= MIN_CONTROL_MARGIN
+        ok &= good
+        report.append((label, len(prompt), k, effect, first_div, min(margins), gap, good))
+    doc = {
+        "model": name,
+        "reference": "tests/reference/reference.py, torch %s, float64" % torch.__version__,
+        "cases": cases,
+    }
+    path = os.path.join(GOLDEN, "controls-%s.json" % name)
+    with open(path, "w") as f:
+        f.write(format_golden(doc))
+    if verbose:
+        print("%-22s %d cases  %6d bytes  %.2fs" % ("controls-" + name, len(cases), os.path.getsize(path),
+                                                  time.time() - t0))
+        for label, n, k, effect, first_div, margin, gap, good in report:
+            print("   %-18s len %2d k=%-4s max|dlogit| vs no controls %7.4f  %-24s min_margin %.4f" % (
+                label, n, k, effect,
+                "greedy identical" if first_div is None else "greedy differs from %d" % first_div, margin),
+                end="")
+            if gap is not None:
+                print("  min_router_gap %.2e" % gap, end="")
+            print("" if good else "  FAIL (needs effect > %g, margin >= %g)" % (MIN_CONTROL_EFFECT,
+                                                                                 MIN_CONTROL_MARGIN))
+    return ok
 
 
 def stats(model_dir):
@@ -605,6 +904,55 @@ def self_check():
 
     # 7. SiLU against torch's own
     check("silu == torch.nn.functional.silu", silu(x), torch.nn.functional.silu(x))
+
+    # 8. MoE block with controls (bias, mask, force, mlp offsets) against a
+    #    per-token loop written from the rules in plain Python floats
+    def slow_moe(kk, spec):
+        bias = [0.0] * E
+        masked = set()
+        force = None
+        off = {}
+        for _, e, dl in spec.get("bias", []):
+            bias[e] += dl
+        for _, e in spec.get("mask", []):
+            masked.add(e)
+        for _, es in spec.get("force", []):
+            force = es
+        for _, _, e, n, dl in spec.get("offsets", []):
+            off[(e, n)] = off.get((e, n), 0.0) + dl
+        logits = h @ W["model.layers.0.block_sparse_moe.gate.weight"].t()
+        out = torch.zeros_like(h)
+        for t in range(T):
+            z = [v + b for v, b in zip(logits[t].tolist(), bias)]
+            mx = max(z[e] for e in range(E) if e not in masked)
+            pr = [0.0 if e in masked else math.exp(z[e] - mx) for e in range(E)]
+            tot = sum(pr)
+            pr = [v / tot for v in pr]
+            if force is not None:
+                chosen = force
+            else:
+                on = [e for e in range(E) if e not in masked]
+                chosen = sorted(on, key=lambda e: -pr[e])[:min(kk, len(on))]
+            tot = sum(pr[e] for e in chosen)
+            for e in chosen:
+                p = "model.layers.0.block_sparse_moe.experts.%d." % e
+                a = W[p + "w1.weight"] @ h[t]
+                act = a * torch.sigmoid(a) * (W[p + "w3.weight"] @ h[t])
+                for (oe, n), dl in off.items():
+                    if oe == e:
+                        act[n] += dl
+                out[t] += pr[e] / tot * (W[p + "w2.weight"] @ act)
+        return out
+
+    for kk, spec in ((2, {"bias": [[0, 1, 1.5], [0, 4, -2.0], [0, 1, 0.5]], "mask": [[0, 2]]}),
+                     (3, {"mask": [[0, 0], [0, 1], [0, 3], [0, 5]]}),
+                     (1, {"mask": [[0, e] for e in range(E - 1)]}),
+                     (2, {"bias": [[0, 3, 1.0]], "mask": [[0, 2]], "force": [[0, [4, 1, 0]]]}),
+                     (2, {"bias": [[-1, 5, 0.7]], "offsets": [[0, "mlp", 1, 3, 2.5], [0, "mlp", 5, 7, -1.5],
+                                                              [0, "mlp", 1, 3, 0.5]]})):
+        ctl = Controls(spec, 1, E, ff, d)
+        check("MoE k=%d with %s == per-token loop" % (kk, "+".join(sorted(spec))),
+              Model.moe_block(m, 0, h, kk, None, ctl), slow_moe(kk, spec))
     print("self-check:", "passed" if ok else "FAILED")
     return ok
 
@@ -620,24 +968,31 @@ def f32_check(dirs):
         name = os.path.basename(os.path.normpath(d))
         with open(os.path.join(GOLDEN, name + ".json")) as f:
             g = json.load(f)
+        docs = [(name, g)]
+        cpath = os.path.join(GOLDEN, "controls-%s.json" % name)
+        if os.path.exists(cpath):
+            with open(cpath) as f:
+                docs.append(("controls-" + name, json.load(f)))
         DT = torch.float32
         try:
             m = load_model(d)
             m = Model(m.cfg, {k: v.float() for k, v in m.W.items()})
-            worst, same = 0.0, True
-            for c in g["cases"]:
-                seq = list(c["prompt"])
-                lg = m.forward(seq, c["k"])[-1].double()
-                worst = max(worst, float((lg - torch.tensor(c["logits"], dtype=torch.float64)).abs().max()))
-                out = []
-                for _ in range(len(c["greedy"])):
-                    out.append(int(m.forward(seq, c["k"])[-1].argmax()))
-                    seq.append(out[-1])
-                same &= out == c["greedy"]
+            for label, g in docs:
+                worst, same = 0.0, True
+                for c in g["cases"]:
+                    ctl = m.controls(c["controls"]) if "controls" in c else None
+                    seq = list(c["prompt"])
+                    lg = m.forward(seq, c["k"], controls=ctl)[-1].double()
+                    worst = max(worst, float((lg - torch.tensor(c["logits"], dtype=torch.float64)).abs().max()))
+                    out = []
+                    for _ in range(len(c["greedy"])):
+                        out.append(int(m.forward(seq, c["k"], controls=ctl)[-1].argmax()))
+                        seq.append(out[-1])
+                    same &= out == c["greedy"]
+                ok &= same and worst < 1e-3
+                print("%-22s float32 vs golden: max|dlogit| %.2e, greedy identical: %s" % (label, worst, same))
         finally:
             DT = torch.float64
-        ok &= same and worst < 1e-3
-        print("%-22s float32 vs golden: max|dlogit| %.2e, greedy identical: %s" % (name, worst, same))
     return ok
 
 
@@ -648,10 +1003,22 @@ def main(argv=None):
     ap.add_argument("--stats", action="store_true", help="print routing/logit statistics instead of writing")
     ap.add_argument("--f32-check", action="store_true",
                     help="run the reference in float32 against the golden files (tolerance evidence)")
+    ap.add_argument("--controls", action="store_true",
+                    help="self-check, then only the golden files of the routing controls")
     a = ap.parse_args(argv)
     t0 = time.time()
     if a.self_check:
         return 0 if self_check() else 1
+    if a.controls:
+        if a.models:
+            ap.error("--controls takes no model directories")
+        if not self_check():
+            return 1
+        ok = True
+        for n in CONTROL_CASES:
+            ok &= controls_golden(n)
+        print("done in %.2fs" % (time.time() - t0))
+        return 0 if ok else 1
     dirs = a.models or [os.path.join(MODELS, n) for n in FIXTURE_NAMES]
     if a.f32_check:
         return 0 if f32_check(dirs) else 1
@@ -663,8 +1030,12 @@ def main(argv=None):
         return 1
     for d in dirs:
         golden_for(d)
+    ok = True
+    if not a.models:
+        for n in CONTROL_CASES:
+            ok &= controls_golden(n)
     print("done in %.2fs" % (time.time() - t0))
-    return 0
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
