@@ -2,7 +2,8 @@
  * consecutive tokens share an expert (Mixtral paper, section 5), load
  * balance as the coefficient of variation of importance and load
  * (Shazeer et al., 2017), and capacity overflow (Switch Transformer,
- * GShard). Counts are kept per layer; figures are derived on request. */
+ * GShard). Counts are kept per layer; figures are derived on request. The
+ * pooled counts (the last layer_counts) keep shares and balance only. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +15,7 @@ typedef struct {
     uint64_t *any;             /* (E) assignments */
     double *importance;        /* (E) summed mixing weights */
     uint64_t pairs, same_top1, same_any;
-    uint64_t overflow, assigned;
+    uint64_t overflow, assigned; /* overflow of the closed batches */
     uint64_t *batch_load;      /* (E) assignments in the current batch */
     int *prev;                 /* (k_max) previous token's experts; prev_n 0: none */
     int prev_n;
@@ -84,10 +85,23 @@ void moe_stats_free(moe_stats *st)
     free(st);
 }
 
+/* Assignments past capacity in the current batch. Capacity follows the
+ * tokens actually in it, so a short last batch is judged fairly. */
+static uint64_t batch_overflow(const moe_stats *st, const layer_counts *c)
+{
+    uint64_t capacity = (uint64_t)ceil(st->capacity_factor * st->in_batch * st->k / st->n_experts), over = 0;
+    for (int e = 0; e < st->n_experts; e++)
+        over += c->batch_load[e] > capacity ? c->batch_load[e] - capacity : 0;
+    return over;
+}
+
 static void end_batch(moe_stats *st)
 {
-    for (int r = 0; r < st->n_routes; r++)
-        memset(st->layers[r].batch_load, 0, (size_t)st->n_experts * sizeof(uint64_t));
+    for (int r = 0; r < st->n_routes; r++) {
+        layer_counts *c = &st->layers[r];
+        c->overflow += batch_overflow(st, c);
+        memset(c->batch_load, 0, (size_t)st->n_experts * sizeof(uint64_t));
+    }
     st->in_batch = 0;
 }
 
@@ -110,11 +124,10 @@ static void count_shares(layer_counts *c, const moe_route *rt)
 }
 
 /* Capacity and consecutive tokens: per layer only. */
-static void count_sequence(layer_counts *c, const moe_route *rt, int n_experts, uint64_t capacity)
+static void count_sequence(layer_counts *c, const moe_route *rt, int n_experts)
 {
     for (int j = 0; j < rt->k; j++)
-        if (++c->batch_load[rt->experts[j]] > capacity)
-            c->overflow++;
+        c->batch_load[rt->experts[j]]++;
     if (c->prev_n) {
         c->pairs++;
         c->same_top1 += c->prev[0] == rt->experts[0];
@@ -132,14 +145,13 @@ void moe_stats_add(moe_stats *st, const moe_token_trace *t)
 {
     if (t->n_routes != st->n_routes)
         return;
-    uint64_t capacity = (uint64_t)ceil(st->capacity_factor * st->batch * st->k / st->n_experts);
     for (int r = 0; r < st->n_routes; r++) {
         const moe_route *rt = &t->routes[r];
         if (rt->k < 1 || rt->n_experts != st->n_experts)
             continue;
         count_shares(&st->layers[r], rt);
         count_shares(&st->layers[st->n_routes], rt);
-        count_sequence(&st->layers[r], rt, st->n_experts, capacity);
+        count_sequence(&st->layers[r], rt, st->n_experts);
     }
     st->n_tokens++;
     if (++st->in_batch == st->batch)
@@ -176,15 +188,13 @@ void moe_stats_get(moe_stats *st, int route, moe_stats_layer *out)
     out->n_tokens = st->n_tokens;
     out->share_top1 = c->share_top1;
     out->share_any = c->share_any;
-    uint64_t pairs = c->pairs, same1 = c->same_top1, same_any = c->same_any, over = c->overflow;
-    if (pooled) {
-        pairs = same1 = same_any = over = 0;
-        for (int r = 0; r < st->n_routes; r++) {
-            pairs += st->layers[r].pairs;
-            same1 += st->layers[r].same_top1;
-            same_any += st->layers[r].same_any;
-            over += st->layers[r].overflow;
-        }
+    uint64_t pairs = 0, same1 = 0, same_any = 0, over = 0;
+    for (int r = pooled ? 0 : route; r < (pooled ? st->n_routes : route + 1); r++) {
+        const layer_counts *lc = &st->layers[r];
+        pairs += lc->pairs;
+        same1 += lc->same_top1;
+        same_any += lc->same_any;
+        over += lc->overflow + batch_overflow(st, lc); /* closed batches and the open one */
     }
     out->same_top1 = pairs ? (double)same1 / pairs : 0;
     out->same_any = pairs ? (double)same_any / pairs : 0;

@@ -102,6 +102,27 @@ check_err 1 "k: expected" "malformed --k" -- run "$fix/models/mixtral-tiny" --pr
 check_err 1 "neuron 160 is out of range" "--offset past the MLP width" -- run "$fix/models/llama-tiny" --prompt-ids 1 --offset 0:160=1
 check_err 2 "auto, always or never" "bad --colour" -- run "$fix/models/mixtral-tiny" --prompt-ids 1 --colour sometimes
 
+# analyze: with every token forced to expert 3 and k = 1 the figures are
+# known: share 100%, same first choice 100%, CV of load sqrt(7) (one of 8
+# experts takes everything), and with capacity 1 x 16 x 1 / 8 = 2 per batch
+# of 16, 14 of 16 assignments overflow.
+seq 1 64 | awk '{print ($1 * 37) % 300 + 1}' >"$tmp/ids.txt"
+"$ms" analyze "$fix/models/mixtral-tiny" "$tmp/ids.txt" --ids --k 1 --force 3 --capacity 1 --batch 16 --json >"$tmp/an.json" 2>"$tmp/err"
+flat=$(tr -d ' \t\n' <"$tmp/an.json")
+tap_ok "$(echo "$flat" | grep -q '"tokens":64' && echo "$flat" | grep -q '"share_top1":\[0,0,0,1,0,0,0,0\]' \
+    && echo "$flat" | grep -q '"same_top1":1,' && echo "$flat" | grep -q '"cv_load":2.6457513110645' \
+    && echo "$flat" | grep -q '"overflow":0.875' && echo 0 || echo 1)" "analyze --json on a forced routing gives the worked-out figures"
+"$ms" analyze "$fix/models/mixtral-tiny" "$tmp/ids.txt" "$tmp/ids.txt" --ids >"$tmp/an.txt" 2>&1
+tap_ok "$(grep -q '(all files): 128 tokens' "$tmp/an.txt" && grep -q 'same-1 (chance)' "$tmp/an.txt" && [ "$(grep -c '^all ' "$tmp/an.txt")" = 3 ] && echo 0 || echo 1)" \
+    "analyze prints a table per file and for all files"
+"$ms" analyze "$fix/models/mixtral-tiny" "$tmp/ids.txt" --ids --csv >"$tmp/an.csv" 2>&1
+tap_ok "$([ "$(wc -l <"$tmp/an.csv")" = 33 ] && head -n 1 "$tmp/an.csv" | grep -q '^file,layer,expert,share_top1' && echo 0 || echo 1)" \
+    "analyze --csv: a header and one row per layer and expert (4 x 8)"
+check_err 1 "dense model" "analyze on a dense model" -- analyze "$fix/models/llama-tiny" "$tmp/ids.txt" --ids
+check_err 1 "tokenizer.json" "analyze of text without a tokenizer suggests --ids" -- analyze "$fix/models/mixtral-tiny" "$tmp/ids.txt"
+echo "1 2 banana" >"$tmp/bad.ids"
+check_err 1 "bad.ids: token 3" "analyze of a malformed id file" -- analyze "$fix/models/mixtral-tiny" "$tmp/bad.ids" --ids
+
 # inspect
 "$ms" inspect "$fix/models/mixtral-tiny" >"$tmp/insp" 2>&1
 tap_ok "$(grep -q 'architecture *mixtral' "$tmp/insp" && grep -q 'experts per token *2' "$tmp/insp" && grep -q 'experts *8 in 3 MoE layers' "$tmp/insp" && grep -q 'weight type *F32' "$tmp/insp" && echo 0 || echo 1)" \

@@ -97,6 +97,15 @@ int main(void)
        "pooled over 2 identical layers: same figures");
     moe_stats_free(st);
 
+    /* A short batch: 3 tokens 0 0 1 with batch 4 and capacity factor 1 give
+     * capacity ceil(3 / 4) = 1, so expert 0's second token overflows: 1/3. */
+    moe_stats_new(1, 4, 1, 1.0, 4, &st, &err);
+    for (int i = 0; i < 3; i++)
+        feed(st, 1, 4, &seq[i], &one, 1);
+    moe_stats_get(st, 0, &L);
+    ok(CLOSE(L.overflow, 1.0 / 3), "a short batch has a capacity of its own (overflow %g)", L.overflow);
+    moe_stats_free(st);
+
     ok(moe_stats_new(1, 4, 5, 1.0, 4, &st, &err) == MOE_EINVAL, "k above the experts refused: %s", err.msg);
     ok(moe_stats_new(1, 4, 1, 0, 4, &st, &err) == MOE_EINVAL, "capacity factor 0 refused: %s", err.msg);
     return done_testing();
