@@ -312,6 +312,23 @@ moe_status moe_session_set_offset(moe_session *s, const moe_offset *o, moe_error
     return MOE_OK;
 }
 
+moe_status moe_session_set_capacity(moe_session *s, double factor, int drop, moe_error *err)
+{
+    moe_status st = check_layer(s, -1, err);
+    if (st)
+        return st;
+    if (!(factor >= 0 && factor <= 1e4))
+        return moe_fail(err, MOE_EINVAL, "capacity factor %g is out of range (0 to 10000)", factor);
+    controls *c = session_controls(s);
+    c->capacity = factor;
+    c->drop = factor > 0 && drop;
+    if (factor > 0)
+        log_change(s, MOE_CTL_CAPACITY, -1, -1, (float)factor, "capacity %g%s", factor, c->drop ? " drop" : "");
+    else
+        log_change(s, MOE_CTL_CAPACITY, -1, -1, 0, "capacity off");
+    return MOE_OK;
+}
+
 const moe_offset *moe_session_offsets(const moe_session *s, int *n)
 {
     const controls *c = session_controls_const(s);
@@ -334,6 +351,8 @@ void moe_session_reset_controls(moe_session *s)
         c->n_forced[l] = 0;
     }
     c->n_offsets = 0;
+    c->capacity = 0;
+    c->drop = 0;
     log_change(s, MOE_CTL_RESET, -1, -1, 0, "reset");
 }
 

@@ -18,6 +18,8 @@ typedef struct {
     int *has_bias;             /* (n_layers) any non-zero bias */
     uint8_t *forced;           /* (n_layers, n_experts) 1: forced */
     int *n_forced;             /* (n_layers) 0: routing is free */
+    double capacity;           /* capacity factor; 0: off */
+    int drop;                  /* drop overflowing assignments */
     moe_offset *offsets;       /* (n_offsets) */
     int n_offsets, cap_offsets;
     moe_control_event *log;    /* (n_log) */

@@ -38,6 +38,9 @@ struct moe_session {
     float *probs;              /* (nb, n_moe_layers, n_experts) */
     int *chosen;               /* (nb, n_moe_layers, n_experts) first k used */
     float *weights;            /* (nb, n_moe_layers, n_experts) first k used */
+    uint8_t *overflow;         /* (nb, n_moe_layers, n_experts) first k used */
+    int *load;                 /* (n_experts) assignments so far in the batch */
+    int32_t *history;          /* (n_ctx) every token evaluated, for re-prefill */
     int *n_chosen;             /* (nb, n_moe_layers) */
     moe_route *routes;         /* (n_moe_layers) handed to the sink */
     /* tokens grouped by expert */
@@ -135,6 +138,9 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->chosen = alloc3(nb, nml, ne, sizeof(int), &failed);
     s->weights = alloc3(nb, nml, ne, sizeof(float), &failed);
     s->n_chosen = alloc3(nb, nml, 1, sizeof(int), &failed);
+    s->overflow = alloc3(nb, nml, ne, 1, &failed);
+    s->load = alloc3(ne, 1, 1, sizeof(int), &failed);
+    s->history = alloc3((size_t)n_ctx, 1, 1, sizeof(int32_t), &failed);
     s->routes = alloc3(nml, 1, 1, sizeof(moe_route), &failed);
     s->group_n = alloc3(ne, 1, 1, sizeof(int), &failed);
     s->group_tok = alloc3(ne, nb, 1, sizeof(int), &failed);
@@ -184,7 +190,7 @@ void moe_session_free(moe_session *s)
     void *bufs[] = {s->x, s->xb, s->q, s->att, s->scores, s->proj, s->rlogits,
                     s->probs, s->chosen, s->weights, s->n_chosen, s->routes, s->group_n,
                     s->group_tok, s->group_w, s->xe, s->h1, s->h3, s->logits, s->kcache,
-                    s->vcache, s->rope_cos, s->rope_sin};
+                    s->vcache, s->rope_cos, s->rope_sin, s->overflow, s->load, s->history};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     free(s);
@@ -319,6 +325,10 @@ static void route(moe_session *s, int l, int moe_idx, int nb)
     const uint8_t *off = ctl->off + (size_t)l * ne;
     const uint8_t *forced = ctl->n_forced[l] ? ctl->forced + (size_t)l * ne : NULL;
     int k = ctl->k[l] < ctl->n_on[l] ? ctl->k[l] : ctl->n_on[l];
+    /* capacity of each expert in this batch, in assignments */
+    int capacity = ctl->capacity > 0 ? (int)ceil(ctl->capacity * nb * ctl->k[l] / ne) : 0;
+    if (capacity)
+        memset(s->load, 0, (size_t)ne * sizeof *s->load);
     for (int t = 0; t < nb; t++) {
         float *lg = s->rlogits + (size_t)t * ne;
         /* controls act on the logits: biases, then switched-off experts */
@@ -332,10 +342,17 @@ static void route(moe_session *s, int l, int moe_idx, int nb)
         size_t rec = ((size_t)t * nml + moe_idx) * stride;
         int *experts = s->chosen + rec;
         float *w = s->weights + rec;
+        uint8_t *over = s->overflow + rec;
         int used = router_gate(&s->m->rule, lg, ne, k, forced, ctl->n_forced[l], s->probs + rec, experts, w);
         s->n_chosen[(size_t)t * nml + moe_idx] = used;
         for (int j = 0; j < used; j++) {
-            int e = experts[j], slot = s->group_n[e]++;
+            int e = experts[j];
+            over[j] = capacity && ++s->load[e] > capacity;
+            if (over[j] && ctl->drop) {
+                w[j] = 0;
+                continue;
+            }
+            int slot = s->group_n[e]++;
             s->group_tok[(size_t)e * s->n_batch + slot] = t;
             s->group_w[(size_t)e * s->n_batch + slot] = w[j];
         }
@@ -389,8 +406,13 @@ static void deliver_trace(moe_session *s, const int32_t *ids, int nb)
             if (!m->layers[l].n_experts)
                 continue;
             size_t rec = ((size_t)t * nml + r) * ne;
-            s->routes[r] = (moe_route){l, ne, s->probs + rec, s->n_chosen[(size_t)t * nml + r],
-                                       s->chosen + rec, s->weights + rec};
+            s->routes[r] = (moe_route){l,
+                                       ne,
+                                       s->probs + rec,
+                                       s->n_chosen[(size_t)t * nml + r],
+                                       s->chosen + rec,
+                                       s->weights + rec,
+                                       s->ctl.capacity > 0 ? s->overflow + rec : NULL};
             r++;
         }
         moe_token_trace tt = {s->pos + t, ids[t], nml, s->routes};
@@ -453,6 +475,9 @@ moe_status moe_session_eval(moe_session *s, const int32_t *ids, int n, moe_error
         if (ids[i] < 0 || ids[i] >= s->m->cfg.vocab)
             return moe_fail(err, MOE_EINVAL, "token id %d at index %d is outside the vocabulary (0 to %d)",
                             (int)ids[i], i, s->m->cfg.vocab - 1);
+    /* memmove: re-prefill evaluates the history in place */
+    memmove(s->history + s->pos, ids, (size_t)n * sizeof *ids);
+    ids = s->history + s->pos;
     for (int done = 0; done < n;) {
         int nb = n - done < s->n_batch ? n - done : s->n_batch;
         forward(s, ids + done, nb);
@@ -481,6 +506,15 @@ int moe_session_n_ctx(const moe_session *s)
 int moe_session_n_threads(const moe_session *s)
 {
     return pool_size(s->pool);
+}
+
+moe_status moe_session_reprefill(moe_session *s, moe_error *err)
+{
+    int n = s->pos;
+    if (!n)
+        return MOE_OK;
+    s->pos = 0;
+    return moe_session_eval(s, s->history, n, err);
 }
 
 void moe_session_reset(moe_session *s)

@@ -77,6 +77,13 @@ tap_ok "$(cmp -s "$tmp/plain" "$tmp/steered" && echo 1 || echo 0)" "--offset and
 "$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4,5 -n 3 --temp 0 --k L0:1 --expert-off L2:0 >/dev/null 2>"$tmp/err"
 tap_ok "$(grep -q 'controls: k L0:1; off L2:0' "$tmp/err" && echo 0 || echo 1)" "the controls in force are reported on stderr"
 
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4,5,6,7,8,9,10 -n 1 --temp 0 --print-ids --k 1 --force 2 --capacity 1 --trace "$tmp/cap.json" >/dev/null 2>"$tmp/err"
+# 8 prompt tokens all on expert 2 with k 1: capacity ceil(8 / 8) = 1, so
+# token 0 fits and tokens 1-7 overflow in each of 3 layers; the decoded
+# token is a batch of its own and fits.
+flags=$(tr -d ' \t\n' <"$tmp/cap.json" | grep -o '"overflow":\[[01]\]' | sed 's/[^01]//g' | tr -d '\n')
+tap_ok "$([ "$flags" = "000111111111111111111111000" ] && echo 0 || echo 1)" "--capacity 1 marks exactly the overflowing assignments in the trace ($flags)"
+
 # Colour: ANSI only on request or on a terminal, never with NO_COLOR.
 "$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4 -n 4 --temp 0 --colour always >"$tmp/col" 2>"$tmp/legend"
 tap_ok "$(grep -q "$(printf '\033')\[38;5;" "$tmp/col" && grep -q 'experts:' "$tmp/legend" && echo 0 || echo 1)" "--colour always colours tokens and prints a legend"

@@ -313,11 +313,103 @@ static void equivalences(void)
     moe_model_close(m);
 }
 
+/* Capacity on a crafted batch: 16 tokens all forced to expert 3 with k 1
+ * and factor 1 give a capacity of ceil(16 * 1 / 8) = 2 per expert, so
+ * tokens 2..15 overflow in every layer. */
+typedef struct {
+    int n, bad, overflowed[64];
+} cap_check;
+
+static void on_cap(void *ctx, const moe_token_trace *t)
+{
+    cap_check *c = ctx;
+    int any = 0;
+    for (int r = 0; r < t->n_routes; r++) {
+        const moe_route *rt = &t->routes[r];
+        if (!rt->overflow || rt->k != 1 || rt->experts[0] != 3)
+            c->bad = 1;
+        else
+            any |= rt->overflow[0] << r;
+    }
+    if (t->pos < 64)
+        c->overflowed[t->pos] = any;
+    c->n++;
+}
+
+static void capacity_and_reprefill(void)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", srcdir());
+    moe_model *m;
+    moe_error err = {0};
+    if (moe_model_open(dir, &m, &err))
+        return;
+    int32_t ids[16];
+    for (int i = 0; i < 16; i++)
+        ids[i] = 10 + 7 * i;
+    float ref[320], kept[320], dropped[320];
+    for (int v = 0; v < 3; v++) {
+        moe_session *s;
+        moe_session_params sp = {64, 1, 0};
+        moe_session_new(m, &sp, &s, &err);
+        int three = 3;
+        moe_session_set_k(s, -1, 1, &err);
+        moe_session_force(s, -1, &three, 1, &err);
+        cap_check cc = {0};
+        moe_trace_sink sink = {&cc, on_cap};
+        if (v > 0) {
+            moe_session_set_trace(s, &sink);
+            moe_session_set_capacity(s, 1.0, v == 2, &err);
+        }
+        moe_session_eval(s, ids, 16, &err);
+        memcpy(v == 0 ? ref : v == 1 ? kept : dropped, moe_session_logits(s), sizeof ref);
+        if (v == 1) {
+            int pattern = !cc.bad && cc.n == 16;
+            for (int i = 0; i < 16; i++)
+                pattern &= cc.overflowed[i] == (i < 2 ? 0 : 7);
+            ok(pattern, "capacity 1: tokens 0-1 fit expert 3, tokens 2-15 overflow in all 3 layers");
+        }
+        moe_session_free(s);
+    }
+    float dk = 0, dd = 0;
+    for (int i = 0; i < 320; i++) {
+        dk = fmaxf(dk, fabsf(kept[i] - ref[i]));
+        dd = fmaxf(dd, fabsf(dropped[i] - ref[i]));
+    }
+    ok(dk == 0, "marking overflow leaves the output as it was");
+    ok(dd > 1e-2f, "dropping the overflow changes it (max diff %.2f)", dd);
+
+    /* Re-prefill: a mask set after the prompt, then re-prefilled, equals the
+     * mask set before it. */
+    moe_session *a, *b;
+    moe_session_params sp = {64, 2, 0};
+    moe_session_new(m, &sp, &a, &err);
+    moe_session_new(m, &sp, &b, &err);
+    moe_session_eval(a, ids, 16, &err);
+    moe_session_set_expert(a, -1, 5, 0, &err);
+    float before[320];
+    memcpy(before, moe_session_logits(a), sizeof before);
+    ok(moe_session_reprefill(a, &err) == MOE_OK && moe_session_pos(a) == 16, "re-prefill of 16 tokens");
+    moe_session_set_expert(b, -1, 5, 0, &err);
+    moe_session_eval(b, ids, 16, &err);
+    float d = 0, d0 = 0;
+    for (int i = 0; i < 320; i++) {
+        d = fmaxf(d, fabsf(moe_session_logits(a)[i] - moe_session_logits(b)[i]));
+        d0 = fmaxf(d0, fabsf(before[i] - moe_session_logits(b)[i]));
+    }
+    ok(d < 1e-6f && d0 > 1e-3f, "after re-prefill the logits are those of a session masked from the start (%.1e; %.2f before)",
+       d, d0);
+    moe_session_free(a);
+    moe_session_free(b);
+    moe_model_close(m);
+}
+
 int main(void)
 {
     golden_cases("mixtral-tiny");
     golden_cases("llama-tiny");
     refusals();
     equivalences();
+    capacity_and_reprefill();
     return done_testing();
 }

@@ -6,6 +6,8 @@
 int cmd_run(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_analyze(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
 
 /* Make OpenBLAS use the fastest kernel this CPU supports (see blas_env.c).
  * May re-execute the program; returns if it does not. */

@@ -38,6 +38,7 @@ static const char RUN_USAGE[] =
     "  --force E[,E] | L:E[,E]        send every token to these experts\n"
     "  --bias E=X | L:E=X     add X to expert E's router logit\n"
     "  --offset L:N=D | L:E:N=D | L:resid:N=D   add D to a neuron (steering)\n"
+    "  --capacity C[,drop]    mark (or drop) assignments past capacity C x tokens x k / experts\n"
     "colour:\n"
     "  --colour auto|always|never     colour tokens by expert (auto: on a terminal, unless NO_COLOR)\n"
     "  --colour-by vote|LAYER         the layers' majority vote (default) or one layer's top expert\n";
@@ -70,7 +71,7 @@ static const struct {
     {"--threads", NULL}, {"-c", NULL}, {"--ctx-size", NULL}, {"-b", NULL}, {"--batch-size", NULL},
     {"--trace", NULL}, {"--colour", NULL}, {"--color", NULL}, {"--colour-by", NULL},
     {"--k", "k"}, {"--expert-off", "off"}, {"--expert-on", "on"}, {"--force", "force"},
-    {"--bias", "bias"}, {"--offset", "offset"},
+    {"--bias", "bias"}, {"--offset", "offset"}, {"--capacity", "capacity"},
 };
 
 static double now(void)

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const VERBS[] = {"k", "off", "on", "force", "bias", "offset", NULL};
+static const char *const VERBS[] = {"k", "off", "on", "force", "bias", "offset", "capacity", NULL};
 
 int control_is_verb(const char *verb)
 {
@@ -145,8 +145,18 @@ int control_apply(moe_session *s, const char *verb, const char *arg, char *msg, 
             o.neuron = a;
         }
         st = moe_session_set_offset(s, &o, &err);
+    } else if (!strcmp(verb, "capacity")) {
+        int drop = 0;
+        if (!strcmp(p, "off")) {
+            x = 0;
+        } else if (!take_float(&p, &x) || x <= 0 || (*p && strcmp(p, ",drop") != 0)) {
+            return bad(msg, msglen, "capacity: expected C, C,drop or off (e.g. 1.25), not '%s'", arg);
+        } else {
+            drop = *p != 0;
+        }
+        st = moe_session_set_capacity(s, x, drop, &err);
     } else {
-        return bad(msg, msglen, "unknown control '%s' (k, off, on, force, bias, offset)", verb);
+        return bad(msg, msglen, "unknown control '%s' (k, off, on, force, bias, offset, capacity)", verb);
     }
     if (st)
         return bad(msg, msglen, "%s %s: %s", verb, arg, err.msg);

@@ -10,6 +10,7 @@
  *           L:E:N=D                 neuron N of routed expert E
  *           L:shared:N=D            neuron N of the shared expert
  *           L:resid:N=D             dimension N of the residual stream after L
+ *   capacity C | C,drop | off       mark (or drop) assignments past capacity
  */
 #ifndef MOE_CONTROLS_PARSE_H
 #define MOE_CONTROLS_PARSE_H

@@ -15,6 +15,8 @@ static const command COMMANDS[] = {
     {"run", cmd_run, "generate from a prompt and stream the tokens"},
     {"inspect", cmd_inspect, "show a model's architecture, sizes and memory"},
     {"bench", cmd_bench, "measure prompt processing and generation speed"},
+    {"analyze", cmd_analyze, "routing statistics over texts: shares, runs, load balance"},
+    {"tokenize", cmd_tokenize, "text to token ids (or ids to text) on stdin, line by line"},
 };
 
 static void usage(FILE *f)

@@ -75,6 +75,12 @@ static void on_token(void *ctx, const moe_token_trace *t)
         cJSON_AddItemToObject(l, "probs", float_array(rt->probs, rt->n_experts));
         cJSON_AddItemToObject(l, "experts", cJSON_CreateIntArray(rt->experts, rt->k));
         cJSON_AddItemToObject(l, "weights", float_array(rt->weights, rt->k));
+        if (rt->overflow) {
+            int flags[4096];
+            for (int j = 0; j < rt->k && j < 4096; j++)
+                flags[j] = rt->overflow[j];
+            cJSON_AddItemToObject(l, "overflow", cJSON_CreateIntArray(flags, rt->k < 4096 ? rt->k : 4096));
+        }
         cJSON_AddItemToArray(layers, l);
     }
     cJSON_AddItemToObject(tok, "layers", layers);
