@@ -97,7 +97,9 @@ typedef struct {
     const float *probs;        /* (n_experts) gate probabilities */
     int k;                     /* experts chosen */
     const int *experts;        /* (k) chosen experts, best first */
-    const float *weights;      /* (k) mixing weights applied */
+    const float *weights;      /* (k) mixing weights (0 for a dropped assignment) */
+    const uint8_t *overflow;   /* (k) 1: past the expert's capacity in this batch
+                                * (see moe_session_set_capacity); NULL when off */
 } moe_route;
 
 typedef struct {
@@ -149,6 +151,125 @@ void moe_session_set_trace(moe_session *s, const moe_trace_sink *sink);
 moe_status moe_session_set_k(moe_session *s, int layer, int k, moe_error *err);
 int moe_session_get_k(const moe_session *s, int layer);
 
+/* ---- controls (interventions) -------------------------------------------
+ * Every control takes effect at the next evaluated token, acts in the
+ * router or the MLP of the layers it names, and is logged with the position
+ * at which it happened. `layer` -1 means every MoE layer. A rejected
+ * change leaves the controls as they were. */
+
+/* Switch an expert off (its router logit becomes -inf before the softmax,
+ * so it is never chosen and the others share the weight by the model's
+ * rule) or back on. k is clamped to the experts still on. Switching off the
+ * last expert of a layer is refused. */
+moe_status moe_session_set_expert(moe_session *s, int layer, int expert, int on, moe_error *err);
+int moe_session_expert_on(const moe_session *s, int layer, int expert);
+
+/* Send every token to exactly these experts (n of them, in any order), with
+ * weights from their probabilities under the model's rule; n = 0 lifts it. */
+moe_status moe_session_force(moe_session *s, int layer, const int *experts, int n, moe_error *err);
+
+/* Add delta to one expert's router logit (before masks and the softmax);
+ * it replaces the expert's previous bias. */
+moe_status moe_session_set_bias(moe_session *s, int layer, int expert, float delta, moe_error *err);
+
+typedef enum {
+    MOE_OFFSET_MLP = 0,        /* hidden activation of a dense MLP or a routed expert */
+    MOE_OFFSET_SHARED,         /* hidden activation of the shared expert */
+    MOE_OFFSET_RESID           /* the residual stream after the layer */
+} moe_offset_kind;
+
+/* A neuron offset (steering): delta is added to neuron `neuron` of the
+ * target at every position. For MOE_OFFSET_MLP the neuron is in the MLP's
+ * hidden activation (after the activation function, before the down
+ * projection) of expert `expert` (0 for a dense MLP); for MOE_OFFSET_RESID
+ * it is a dimension of the hidden state after layer `layer`. */
+typedef struct {
+    int layer;                 /* a single layer: 0 to n_layers-1 */
+    moe_offset_kind kind;
+    int expert;                /* MOE_OFFSET_MLP only; -1 or 0 for a dense MLP */
+    int neuron;
+    float delta;
+} moe_offset;
+
+/* Set the offset for its target (layer, kind, expert, neuron), replacing
+ * an earlier delta; delta 0 removes it. */
+moe_status moe_session_set_offset(moe_session *s, const moe_offset *o, moe_error *err);
+/* The offsets in force; valid until the next control change. */
+const moe_offset *moe_session_offsets(const moe_session *s, int *n);
+
+/* Expert capacity (Switch Transformer, GShard): within each evaluated
+ * batch of T tokens an expert takes at most ceil(factor * T * k / n_experts)
+ * assignments, in token order; later ones overflow and are marked in the
+ * trace. With drop, an overflowing assignment is skipped (weight 0: the
+ * token passes that expert by the residual), as in training; without it,
+ * output is unchanged. A single decoded token never overflows. factor 0
+ * turns capacity off. */
+moe_status moe_session_set_capacity(moe_session *s, double factor, int drop, moe_error *err);
+
+/* Run the conversation so far again under the current controls, so that
+ * the KV cache and the trace reflect them (the default is that a change
+ * applies from the next token). The trace sink sees every token again. */
+moe_status moe_session_reprefill(moe_session *s, moe_error *err);
+
+/* Lift every control: all experts on, no force, bias, offset or capacity,
+ * k as the model says. */
+void moe_session_reset_controls(moe_session *s);
+
+typedef enum {
+    MOE_CTL_K, MOE_CTL_EXPERT, MOE_CTL_FORCE, MOE_CTL_BIAS, MOE_CTL_OFFSET, MOE_CTL_CAPACITY,
+    MOE_CTL_RESET
+} moe_control_kind;
+
+/* One logged change. `text` says it in the command vocabulary of the
+ * front ends ("k 2", "off L1:5", "force 4", "bias L0:3=-2", ...). */
+typedef struct {
+    int pos;                   /* the first position it applies to */
+    moe_control_kind kind;
+    int layer, expert;
+    float value;               /* k, on (1) / off (0), bias or delta */
+    char text[96];
+} moe_control_event;
+
+/* Every change so far, oldest first; valid until the next change. */
+const moe_control_event *moe_session_control_log(const moe_session *s, int *n);
+
+/* ---- routing statistics ------------------------------------------------
+ * Figures over many tokens' routing, as the MoE papers report them. Feed
+ * it the same moe_token_trace records a trace sink receives. */
+
+typedef struct moe_stats moe_stats;
+
+/* n_routes MoE layers of n_experts each, k experts per token (for the
+ * chance baselines). Capacity: every `batch` consecutive tokens form a
+ * batch (a sequence break or the end closes a shorter one) of T tokens in
+ * which each expert of a layer takes at most
+ * ceil(capacity_factor * T * k / n_experts) assignments (GShard's rule;
+ * Switch routing is k = 1); the rest overflow and would be dropped. */
+moe_status moe_stats_new(int n_routes, int n_experts, int k, double capacity_factor, int batch,
+                         moe_stats **out, moe_error *err);
+void moe_stats_free(moe_stats *st);
+/* Add one token; t->n_routes must equal n_routes. */
+void moe_stats_add(moe_stats *st, const moe_token_trace *t);
+/* A sequence boundary: consecutive-token pairs and batches do not cross it. */
+void moe_stats_break(moe_stats *st);
+
+typedef struct {
+    uint64_t n_tokens;
+    const double *share_top1;  /* (n_experts) share of tokens whose first choice is e (sums to 1) */
+    const double *share_any;   /* (n_experts) share of tokens routed to e at all (sums to k) */
+    double same_top1;          /* consecutive tokens with the same first choice */
+    double same_any;           /* consecutive tokens sharing at least one expert */
+    double chance_top1;        /* the same, for uniformly random routing: 1/E */
+    double chance_any;         /* 1 - C(E-k, k) / C(E, k) */
+    double cv_importance;      /* coefficient of variation of summed gate weights */
+    double cv_load;            /* ... of the number of assignments */
+    double overflow;           /* share of assignments past the capacity */
+} moe_stats_layer;
+
+/* Figures of MoE layer `route` (0 <= route < n_routes), or of all layers
+ * pooled with route = -1. Pointers are valid until the next add. */
+void moe_stats_get(moe_stats *st, int route, moe_stats_layer *out);
+
 /* ---- sampler ---------------------------------------------------------- */
 
 typedef struct {
@@ -173,6 +294,67 @@ void moe_sampler_free(moe_sampler *s);
 void moe_sampler_accept(moe_sampler *s, int32_t id);
 /* Choose the next token from `logits` (n_vocab). Does not modify logits. */
 int32_t moe_sampler_sample(moe_sampler *s, const float *logits);
+
+/* ---- tokenizer -------------------------------------------------------- */
+
+/* A Hugging Face tokenizer.json: byte-level BPE (GPT-2, Llama 3, Qwen) and
+ * SentencePiece-style BPE with byte fallback (Llama 2, Mistral), with the
+ * added tokens, normalizers, pre-tokenizers, post-processor and decoders
+ * the file names. Immutable once opened: one tokenizer may be used from
+ * several threads at once. */
+typedef struct moe_tokenizer moe_tokenizer;
+
+/* Open `path`: a directory holding tokenizer.json (and optionally
+ * tokenizer_config.json, read for bos/eos and add_bos_token), or the
+ * tokenizer.json file itself (its sibling tokenizer_config.json is read if
+ * present). Returns MOE_OK and sets *out, or an error code with `err`
+ * filled and *out NULL. Free with moe_tokenizer_free. */
+moe_status moe_tokenizer_open(const char *path, moe_tokenizer **out, moe_error *err);
+void moe_tokenizer_free(moe_tokenizer *t);
+
+/* Encode `len` bytes of `text` (any bytes; invalid UTF-8 is kept byte for
+ * byte). Added tokens typed in the text are recognised as the reference
+ * does. With add_special, the post-processor's tokens (BOS) are added as
+ * the model expects. On success *ids is a malloc'ed array of *n ids that the
+ * caller frees with free(); on error *ids is NULL and *n is 0. */
+moe_status moe_tokenizer_encode(const moe_tokenizer *t, const char *text, size_t len,
+                                int add_special, int32_t **ids, int *n, moe_error *err);
+
+/* Decode n ids into text through the tokenizer's decoders. On success *text
+ * is a malloc'ed, NUL-terminated string of *len bytes (the caller frees it);
+ * special tokens appear as their text unless skip_special. */
+moe_status moe_tokenizer_decode(const moe_tokenizer *t, const int32_t *ids, int n, int skip_special,
+                                char **text, size_t *len, moe_error *err);
+
+/* One past the largest id: the size of the id space, added tokens included. */
+int moe_tokenizer_vocab_size(const moe_tokenizer *t);
+/* The bytes a single token stands for when it follows other text (byte-level
+ * tokens as raw bytes, "\xe2\x96\x81" of SentencePiece as a space, <0xNN> as
+ * the byte). Sets *len; NULL for an id out of range or unused. Valid as long
+ * as the tokenizer. */
+const char *moe_tokenizer_piece(const moe_tokenizer *t, int32_t id, size_t *len);
+/* 1 when id is an added token marked special (BOS, EOS, <|im_end|>). */
+int moe_tokenizer_is_special(const moe_tokenizer *t, int32_t id);
+/* BOS/EOS from tokenizer_config.json; -1 when there is none. */
+int32_t moe_tokenizer_bos(const moe_tokenizer *t);
+int32_t moe_tokenizer_eos(const moe_tokenizer *t);
+
+/* Streaming detokenizer for generation: ids go in one at a time, text
+ * comes out as soon as it is whole. It never emits part of a UTF-8
+ * character (bytes of <0xNN> or byte-level tokens wait for the rest), and
+ * the concatenated output equals moe_tokenizer_decode of all the ids. */
+typedef struct moe_detokenizer moe_detokenizer;
+
+/* The tokenizer must outlive the detokenizer. NULL when out of memory. */
+moe_detokenizer *moe_detokenizer_new(const moe_tokenizer *t, int skip_special);
+void moe_detokenizer_free(moe_detokenizer *d);
+/* Feed one id. Sets *text and *len to the bytes now ready (possibly none);
+ * they stay valid until the next call on d. MOE_EINVAL for an id out of
+ * range, MOE_ENOMEM when out of memory. */
+moe_status moe_detokenizer_push(moe_detokenizer *d, int32_t id, const char **text, size_t *len, moe_error *err);
+/* At the end of a stream: the bytes held back (an incomplete character),
+ * valid until the next call on d; the detokenizer starts a new stream. */
+const char *moe_detokenizer_flush(moe_detokenizer *d, size_t *len);
 
 /* ---- runtime ---------------------------------------------------------- */
 
