@@ -126,9 +126,29 @@ tap_ok "$(grep -q '(all files): 128 tokens' "$tmp/an.txt" && grep -q 'same-1 (ch
 tap_ok "$([ "$(wc -l <"$tmp/an.csv")" = 33 ] && head -n 1 "$tmp/an.csv" | grep -q '^file,layer,expert,share_top1' && echo 0 || echo 1)" \
     "analyze --csv: a header and one row per layer and expert (4 x 8)"
 check_err 1 "dense model" "analyze on a dense model" -- analyze "$fix/models/llama-tiny" "$tmp/ids.txt" --ids
-check_err 1 "tokenizer.json" "analyze of text without a tokenizer suggests --ids" -- analyze "$fix/models/mixtral-tiny" "$tmp/ids.txt"
+check_err 1 "tokenizer.json" "analyze of text without a tokenizer suggests --ids" -- analyze "$fix/models/mixtral-tiny-f16" "$tmp/ids.txt"
 echo "1 2 banana" >"$tmp/bad.ids"
 check_err 1 "bad.ids: token 3" "analyze of a malformed id file" -- analyze "$fix/models/mixtral-tiny" "$tmp/bad.ids" --ids
+
+# Text in, text out through the model's tokenizer.json: -p encodes as
+# `tokenize --bos` does, and the streamed text is the decode of the ids.
+m="$fix/models/mixtral-tiny"
+ids=$(printf 'Programs are free.\n' | "$ms" tokenize "$m" --bos | tr ' ' ',')
+a=$("$ms" run "$m" -p "Programs are free." -n 12 --temp 0 --ignore-eos --print-ids 2>/dev/null)
+b=$("$ms" run "$m" --prompt-ids "$ids" -n 12 --temp 0 --ignore-eos --print-ids 2>/dev/null)
+tap_ok "$([ -n "$a" ] && [ "$a" = "$b" ] && echo 0 || echo 1)" "-p TEXT generates what --prompt-ids of its tokens does"
+text=$("$ms" run "$m" -p "Programs are free." -n 12 --temp 0 --ignore-eos --colour never 2>/dev/null)
+want="Programs are free.$(echo "$a" | "$ms" tokenize "$m" --decode)"
+tap_ok "$([ "$text" = "$want" ] && echo 0 || echo 1)" "the streamed text is the prompt and the decode of the generated ids"
+"$ms" run "$m" -p "Free software" -n 2 --temp 0 --print-ids --trace "$tmp/tt.json" >/dev/null 2>&1
+tap_ok "$(tr -d '\t\n' <"$tmp/tt.json" | grep -q '"text":"<s>"' && tr -d '\t\n' <"$tmp/tt.json" | grep -q '"text":" s"' && echo 0 || echo 1)" \
+    "the trace carries each token's text"
+printf 'The licenses for most software are designed to take away your freedom.' >"$tmp/text.txt"
+n_tok=$("$ms" tokenize "$m" <"$tmp/text.txt" | wc -w)
+"$ms" analyze "$m" "$tmp/text.txt" >"$tmp/an2.txt" 2>&1
+tap_ok "$(grep -q "text.txt: $n_tok tokens" "$tmp/an2.txt" && echo 0 || echo 1)" "analyze tokenizes text files ($n_tok tokens)"
+check_err 1 "tokenizer.json" "-p on a model without a tokenizer" -- run "$fix/models/llama-tiny" -p "hello"
+check_err 2 "not both" "-p and --prompt-ids together" -- run "$m" -p "hello" --prompt-ids 1
 
 # inspect
 "$ms" inspect "$fix/models/mixtral-tiny" >"$tmp/insp" 2>&1

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "args.h"
 #include "cli.h"
@@ -16,7 +17,8 @@
 #include "trace_json.h"
 
 static const char RUN_USAGE[] =
-    "usage: moescope run MODEL --prompt-ids IDS [options]\n"
+    "usage: moescope run MODEL (-p TEXT | --prompt-ids IDS) [options]\n"
+    "  -p, --prompt TEXT      the prompt as text (needs the model's tokenizer.json)\n"
     "  --prompt-ids 1,5,9     the prompt as token ids\n"
     "  -n, --n-predict N      tokens to generate (default 128)\n"
     "  --temp T               temperature; 0 is greedy (default 0.8)\n"
@@ -50,6 +52,7 @@ typedef struct {
 typedef struct {
     const char *model;
     const char *trace;
+    const char *text;          /* -p */
     int32_t *prompt;
     int n_prompt;
     long n_predict, threads, ctx, batch;
@@ -125,8 +128,7 @@ static int parse(int argc, char **argv, run_opts *o)
             if ((o->n_prompt = arg_id_list(a, v, &o->prompt)) < 0)
                 return 2;
         } else if (IS("-p") || IS("--prompt")) {
-            return fail_msg("run: text prompts need the tokenizer, which is not built yet; "
-                            "give the prompt as --prompt-ids") + 1;
+            o->text = v;
         } else if (IS("--trace")) {
             o->trace = v;
         } else if (IS("--colour") || IS("--color")) {
@@ -180,8 +182,10 @@ static int parse(int argc, char **argv, run_opts *o)
     }
     if (!o->model)
         return fail_msg("run: no model given (see moescope run --help)") + 1;
-    if (!o->prompt)
-        return fail_msg("run: no prompt given; use --prompt-ids 1,5,9") + 1;
+    if (!o->prompt && !o->text)
+        return fail_msg("run: no prompt given; use -p TEXT or --prompt-ids 1,5,9") + 1;
+    if (o->prompt && o->text)
+        return fail_msg("run: give the prompt as text (-p) or as ids (--prompt-ids), not both") + 1;
     if (!o->seed_set)
         o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
     return 0;
@@ -218,6 +222,8 @@ int cmd_run(int argc, char **argv)
     moe_model *m = NULL;
     moe_session *s = NULL;
     moe_sampler *smp = NULL;
+    moe_tokenizer *tok = NULL;
+    moe_detokenizer *detok = NULL;
     run_sink rs = {0};
     moe_error err = {0};
     if (rc) {
@@ -232,6 +238,26 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     const moe_model_info *in = moe_model_info_get(m);
+    /* The tokenizer is optional for ids in and ids out, required for text. */
+    char tok_path[4200];
+    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", in->path);
+    if ((o.text || access(tok_path, F_OK) == 0) && moe_tokenizer_open(in->path, &tok, &err)) {
+        fail_msg("%s", err.msg);
+        goto done;
+    }
+    if (o.text && moe_tokenizer_encode(tok, o.text, strlen(o.text), 1, &o.prompt, &o.n_prompt, &err)) {
+        fail_msg("%s", err.msg);
+        goto done;
+    }
+    if (o.n_prompt == 0) {
+        fail_msg("run: the prompt is empty");
+        goto done;
+    }
+    int text_out = tok && !o.print_ids;
+    if (text_out && !(detok = moe_detokenizer_new(tok, 1))) {
+        fail_msg("out of memory");
+        goto done;
+    }
     for (int i = 0; i < o.n_controls; i++) {
         char msg[512];
         if (control_apply(s, o.controls[i].verb, o.controls[i].arg, msg, sizeof msg)) {
@@ -252,7 +278,7 @@ int cmd_run(int argc, char **argv)
     int colour = !o.print_ids && in->n_moe_layers && colour_enabled(o.colour, stdout);
     rs.colour_layer = o.colour_layer;
     if (o.trace) {
-        if (!(rs.json = trace_json_new(m, &o.sp))) {
+        if (!(rs.json = trace_json_new(m, tok, &o.sp))) {
             fail_msg("out of memory for the trace");
             goto done;
         }
@@ -269,6 +295,10 @@ int cmd_run(int argc, char **argv)
 
     for (int i = 0; i < o.n_prompt; i++)
         moe_sampler_accept(smp, o.prompt[i]);
+    if (text_out && o.text) { /* the prompt first, as llama.cpp does */
+        fputs(o.text, stdout);
+        fflush(stdout);
+    }
     double t0 = now();
     if (moe_session_eval(s, o.prompt, o.n_prompt, &err)) {
         fail_msg("%s", err.msg);
@@ -279,24 +309,43 @@ int cmd_run(int argc, char **argv)
         trace_json_set_prompt(rs.json, 0);
     /* Each sampled token is fed back before it is printed: its routing,
      * and so its colour, is known only once the model has seen it. */
-    int n_gen = 0, eos = in->eos_id;
+    int n_gen = 0, eos = in->eos_id, eos2 = tok ? moe_tokenizer_eos(tok) : -1;
     while (n_gen < o.n_predict) {
         int32_t id = moe_sampler_sample(smp, moe_session_logits(s));
         moe_sampler_accept(smp, id);
-        int last = n_gen + 1 == o.n_predict || (id == eos && !o.ignore_eos);
+        int last = n_gen + 1 == o.n_predict || ((id == eos || id == eos2) && !o.ignore_eos);
         int feed = !last || rs.json || colour;
         if (feed && moe_session_eval(s, &id, 1, &err)) {
             fail_msg("%s", err.msg);
             goto done;
         }
-        if (colour && rs.last_colour >= 0)
+        if (text_out) {
+            /* text comes out when it is whole, in the colour of the token
+             * that completed it */
+            const char *piece;
+            size_t len;
+            if (moe_detokenizer_push(detok, id, &piece, &len, &err)) {
+                fail_msg("%s", err.msg);
+                goto done;
+            }
+            if (len && colour && rs.last_colour >= 0)
+                printf("%s%.*s%s", colour_start(rs.last_colour), (int)len, piece, COLOUR_END);
+            else if (len)
+                fwrite(piece, 1, len, stdout);
+        } else if (colour && rs.last_colour >= 0) {
             printf("%s%s%d%s", n_gen ? " " : "", colour_start(rs.last_colour), (int)id, COLOUR_END);
-        else
+        } else {
             printf(n_gen ? " %d" : "%d", (int)id);
+        }
         fflush(stdout);
         n_gen++;
         if (last)
             break;
+    }
+    if (text_out) {
+        size_t len;
+        const char *rest = moe_detokenizer_flush(detok, &len);
+        fwrite(rest, 1, len, stdout);
     }
     printf("\n");
     double t2 = now();
@@ -317,6 +366,8 @@ int cmd_run(int argc, char **argv)
     }
     rc = 0;
 done:
+    moe_detokenizer_free(detok);
+    moe_tokenizer_free(tok);
     trace_json_free(rs.json);
     moe_sampler_free(smp);
     moe_session_free(s);

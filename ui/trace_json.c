@@ -16,6 +16,7 @@
 
 struct trace_json {
     cJSON *root, *tokens;
+    const moe_tokenizer *tok;
     int prompt;
     int oom;
 };
@@ -52,6 +53,43 @@ static cJSON *float_array(const float *v, int n)
     return raw;
 }
 
+/* 1 if s[0..n) is valid UTF-8 (JSON strings must be). */
+static int utf8_ok(const unsigned char *s, size_t n)
+{
+    for (size_t i = 0; i < n;) {
+        int len = s[i] < 0x80 ? 1 : (s[i] & 0xE0) == 0xC0 ? 2 : (s[i] & 0xF0) == 0xE0 ? 3
+                                  : (s[i] & 0xF8) == 0xF0 ? 4 : 0;
+        if (!len || i + (size_t)len > n || (len == 2 && s[i] < 0xC2))
+            return 0;
+        for (int j = 1; j < len; j++)
+            if ((s[i + j] & 0xC0) != 0x80)
+                return 0;
+        i += (size_t)len;
+    }
+    return 1;
+}
+
+/* The token's text; a piece that is part of a character (a byte of a
+ * multi-byte character) goes in "bytes" instead. */
+static void add_text(cJSON *o, const moe_tokenizer *tok, int32_t id)
+{
+    size_t len = 0;
+    const char *piece = tok ? moe_tokenizer_piece(tok, id, &len) : NULL;
+    if (!piece) {
+        cJSON_AddNullToObject(o, "text");
+    } else if (utf8_ok((const unsigned char *)piece, len) && !memchr(piece, 0, len)) {
+        char *z = strndup(piece, len);
+        cJSON_AddStringToObject(o, "text", z ? z : "");
+        free(z);
+    } else {
+        int b[16], n = 0;
+        for (size_t i = 0; i < len && n < 16; i++)
+            b[n++] = (unsigned char)piece[i];
+        cJSON_AddNullToObject(o, "text");
+        cJSON_AddItemToObject(o, "bytes", cJSON_CreateIntArray(b, n));
+    }
+}
+
 static void on_token(void *ctx, const moe_token_trace *t)
 {
     trace_json *tj = ctx;
@@ -64,7 +102,7 @@ static void on_token(void *ctx, const moe_token_trace *t)
     }
     cJSON_AddNumberToObject(tok, "pos", t->pos);
     cJSON_AddNumberToObject(tok, "id", t->id);
-    cJSON_AddNullToObject(tok, "text"); /* filled once the tokenizer exists */
+    add_text(tok, tj->tok, t->id);
     cJSON_AddBoolToObject(tok, "prompt", tj->prompt);
     if (t->n_routes)
         cJSON_AddNumberToObject(tok, "colour", trace_colour_vote(t));
@@ -87,11 +125,12 @@ static void on_token(void *ctx, const moe_token_trace *t)
     cJSON_AddItemToArray(tj->tokens, tok);
 }
 
-trace_json *trace_json_new(const moe_model *m, const moe_sampler_params *sp)
+trace_json *trace_json_new(const moe_model *m, const moe_tokenizer *tok, const moe_sampler_params *sp)
 {
     trace_json *t = calloc(1, sizeof *t);
     if (!t)
         return NULL;
+    t->tok = tok;
     const moe_model_info *in = moe_model_info_get(m);
     t->root = cJSON_CreateObject();
     cJSON *model = cJSON_AddObjectToObject(t->root, "model");

@@ -7,8 +7,9 @@
 
 typedef struct trace_json trace_json;
 
-/* NULL when out of memory. The model must outlive the writer. */
-trace_json *trace_json_new(const moe_model *m, const moe_sampler_params *sp);
+/* NULL when out of memory. The model and the tokenizer (NULL when the model
+ * has none: token texts are then null) must outlive the writer. */
+trace_json *trace_json_new(const moe_model *m, const moe_tokenizer *tok, const moe_sampler_params *sp);
 void trace_json_free(trace_json *t);
 /* The sink to hand to moe_session_set_trace; `prompt` marks the tokens
  * delivered from now on as prompt (1) or generated (0). */
