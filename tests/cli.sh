@@ -71,6 +71,7 @@ tap_ok "$([ "$n_all" = 48 ] && [ "$n_used" = 0 ] && echo 0 || echo 1)" "--expert
 "$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4,5 -n 4 --temp 0 --print-ids --force L1:6 --trace "$tmp/force.json" >/dev/null 2>"$tmp/err"
 l1=$(tr -d ' \t\n' <"$tmp/force.json" | grep -o '"layer":1,"probs":\[[^]]*\],"experts":\[[0-9,]*\]' | sed 's/.*"experts"://' | sort -u | tr '\n' ' ')
 tap_ok "$([ "$l1" = "[6] " ] && echo 0 || echo 1)" "--force L1:6: layer 1 routes every token to expert 6 alone ($l1)"
+tap_ok "$(tr -d ' \t\n' <"$tmp/force.json" | grep -q '"controls":\[{"pos":0,"change":"forceL1:6"}\]' && echo 0 || echo 1)" "the trace lists the control changes with their positions"
 "$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4,5 -n 8 --temp 0 --print-ids >"$tmp/plain" 2>/dev/null
 "$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4,5 -n 8 --temp 0 --print-ids --offset 2:5:10=40 --bias 0=3 >"$tmp/steered" 2>/dev/null
 tap_ok "$(cmp -s "$tmp/plain" "$tmp/steered" && echo 1 || echo 0)" "--offset and --bias change the generation"

@@ -360,6 +360,8 @@ int cmd_run(int argc, char **argv)
             fprintf(stderr, " %s%s", log[i].text, i + 1 < n_log ? ";" : "\n");
     }
     char msg[512];
+    if (rs.json)
+        trace_json_set_controls(rs.json, log, n_log);
     if (rs.json && trace_json_write(rs.json, o.trace, msg, sizeof msg)) {
         fail_msg("%s", msg);
         goto done;

@@ -168,6 +168,18 @@ void trace_json_free(trace_json *t)
     free(t);
 }
 
+void trace_json_set_controls(trace_json *t, const moe_control_event *log, int n)
+{
+    cJSON_DeleteItemFromObject(t->root, "controls");
+    cJSON *arr = cJSON_AddArrayToObject(t->root, "controls");
+    for (int i = 0; arr && i < n; i++) {
+        cJSON *c = cJSON_CreateObject();
+        cJSON_AddNumberToObject(c, "pos", log[i].pos);
+        cJSON_AddStringToObject(c, "change", log[i].text);
+        cJSON_AddItemToArray(arr, c);
+    }
+}
+
 moe_trace_sink trace_json_sink(trace_json *t)
 {
     return (moe_trace_sink){t, on_token};

@@ -15,6 +15,8 @@ void trace_json_free(trace_json *t);
  * delivered from now on as prompt (1) or generated (0). */
 moe_trace_sink trace_json_sink(trace_json *t);
 void trace_json_set_prompt(trace_json *t, int prompt);
+/* Record the control changes of the run (from moe_session_control_log). */
+void trace_json_set_controls(trace_json *t, const moe_control_event *log, int n);
 /* Write the document to path atomically (temporary file, fsync, rename).
  * Returns 0, or -1 with a message in msg. */
 int trace_json_write(trace_json *t, const char *path, char *msg, size_t msglen);
