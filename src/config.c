@@ -152,6 +152,41 @@ static void read_str(reader *r, const char *key, char *dst, size_t cap)
         snprintf(dst, cap, "%s", v->valuestring);
 }
 
+/* A list of layer indices, each below num_hidden_layers. */
+static void read_layer_list(reader *r, const char *key, moe_config *c)
+{
+    const cJSON *v = field(r->root, key);
+    if (r->st || !v || cJSON_IsNull(v))
+        return;
+    int n = cJSON_GetArraySize(v);
+    if (!cJSON_IsArray(v) || n > c->n_layers) {
+        r->st = moe_fail(r->err, MOE_EFORMAT, "%s: \"%s\" must be a list of at most %d layer indices", r->path,
+                         key, c->n_layers);
+        return;
+    }
+    c->mlp_only_layers = calloc((size_t)n + 1, sizeof(int));
+    if (!c->mlp_only_layers) {
+        r->st = moe_fail(r->err, MOE_ENOMEM, "%s: out of memory", r->path);
+        return;
+    }
+    for (const cJSON *x = v->child; x; x = x->next) {
+        if (!cJSON_IsNumber(x) || x->valuedouble != floor(x->valuedouble) || x->valuedouble < 0 ||
+            x->valuedouble >= c->n_layers) {
+            r->st = moe_fail(r->err, MOE_EFORMAT, "%s: \"%s\" holds %g, not a layer index below %d", r->path,
+                             key, x->valuedouble, c->n_layers);
+            return;
+        }
+        c->mlp_only_layers[c->n_mlp_only++] = (int)x->valuedouble;
+    }
+}
+
+void config_done(moe_config *c)
+{
+    free(c->mlp_only_layers);
+    c->mlp_only_layers = NULL;
+    c->n_mlp_only = 0;
+}
+
 static void read_rope_scaling(reader *r, moe_config *c)
 {
     const cJSON *rs = field(r->root, "rope_scaling");
@@ -220,6 +255,16 @@ moe_status config_load(const char *path, moe_config *c, moe_error *err)
     c->max_pos = read_int(&r, "max_position_embeddings", 1, 1 << 24, 1, 4096);
     c->head_dim = read_int(&r, "head_dim", 2, 1 << 12, 1, c->n_heads ? c->dim / c->n_heads : 0);
     c->n_experts = read_int(&r, "num_local_experts", 1, 4096, 1, 0);
+    if (!c->n_experts) /* OLMoE and Qwen-MoE say num_experts */
+        c->n_experts = read_int(&r, "num_experts", 0, 4096, 1, 0);
+    c->moe_ff = read_int(&r, "moe_intermediate_size", 1, 1 << 18, 1, c->ff);
+    c->shared_ff = read_int(&r, "shared_expert_intermediate_size", 0, 1 << 18, 1, 0);
+    c->norm_topk_prob = read_bool(&r, "norm_topk_prob", -1);
+    c->decoder_sparse_step = read_int(&r, "decoder_sparse_step", 1, 1 << 16, 1, 1);
+    c->clip_qkv = read_num(&r, "clip_qkv", 1e-6, 1e9, 0);
+    if (!r.st && read_bool(&r, "use_sliding_window", 0))
+        r.st = moe_fail(err, MOE_EUNSUPPORTED, "%s: \"use_sliding_window\": true is not supported", path);
+    read_layer_list(&r, "mlp_only_layers", c);
     c->k = read_int(&r, "num_experts_per_tok", 1, 4096, 1, c->n_experts ? 2 : 0);
     c->tied = read_bool(&r, "tie_word_embeddings", 0);
     c->attn_bias = read_bool(&r, "attention_bias", 0);
@@ -235,9 +280,13 @@ moe_status config_load(const char *path, moe_config *c, moe_error *err)
         r.st = moe_fail(err, MOE_EUNSUPPORTED, "%s: hidden_act \"%.40s\" is not supported (only silu)",
                         path, act->valuestring);
     cJSON_Delete(root);
-    if (r.st)
+    if (r.st) {
+        config_done(c);
         return r.st;
+    }
 
+    if (c->n_heads % c->n_kv_heads != 0 || c->head_dim < 2 || c->head_dim % 2 != 0)
+        config_done(c);
     if (c->n_heads % c->n_kv_heads != 0)
         return moe_fail(err, MOE_EFORMAT,
                         "%s: num_attention_heads %d is not a multiple of num_key_value_heads %d", path,
@@ -245,8 +294,10 @@ moe_status config_load(const char *path, moe_config *c, moe_error *err)
     if (c->head_dim < 2 || c->head_dim % 2 != 0)
         return moe_fail(err, MOE_EFORMAT, "%s: head_dim %d must be even for rotary embeddings", path,
                         c->head_dim);
-    if (c->n_experts && c->k > c->n_experts)
-        return moe_fail(err, MOE_EFORMAT, "%s: num_experts_per_tok %d exceeds num_local_experts %d",
-                        path, c->k, c->n_experts);
+    if (c->n_experts && c->k > c->n_experts) {
+        config_done(c);
+        return moe_fail(err, MOE_EFORMAT, "%s: num_experts_per_tok %d exceeds the %d experts", path, c->k,
+                        c->n_experts);
+    }
     return MOE_OK;
 }

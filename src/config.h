@@ -17,9 +17,16 @@ typedef struct {
     int n_heads;
     int n_kv_heads;
     int head_dim;
-    int ff;                    /* intermediate_size */
-    int n_experts;             /* num_local_experts; 0 for dense */
+    int ff;                    /* intermediate_size: dense MLPs (and Mixtral's experts) */
+    int moe_ff;                /* moe_intermediate_size, else ff: routed experts */
+    int shared_ff;             /* shared_expert_intermediate_size; 0: none */
+    int n_experts;             /* num_local_experts or num_experts; 0 for dense */
     int k;                     /* num_experts_per_tok */
+    int norm_topk_prob;        /* -1 when absent (the family's default) */
+    int decoder_sparse_step;   /* Qwen-MoE: every n-th layer is sparse */
+    int *mlp_only_layers;      /* (n_mlp_only) Qwen-MoE: dense layers */
+    int n_mlp_only;
+    double clip_qkv;           /* OLMoE: clamp q, k, v; 0 off */
     int vocab;
     int max_pos;
     int tied;                  /* tie_word_embeddings */
@@ -40,7 +47,9 @@ typedef struct {
 moe_status json_read_file(const char *path, size_t max_bytes, cJSON **out, moe_error *err);
 
 /* Parse the configuration at `path` for one of the architectures the
- * engine knows; model_type/architectures decide which keys are needed. */
+ * engine knows; model_type/architectures decide which keys are needed.
+ * Free with config_done. */
 moe_status config_load(const char *path, moe_config *c, moe_error *err);
+void config_done(moe_config *c);
 
 #endif

@@ -262,11 +262,14 @@ moe_status moe_session_set_offset(moe_session *s, const moe_offset *o, moe_error
         if (n_exp && (o->expert < 0 || o->expert >= n_exp))
             return moe_fail(err, MOE_EINVAL, "expert %d does not exist in layer %d (0 to %d)", o->expert,
                             o->layer, n_exp - 1);
-        width = cfg->ff;
+        width = n_exp ? cfg->moe_ff : cfg->ff;
         break;
     }
     case MOE_OFFSET_SHARED:
-        return moe_fail(err, MOE_EINVAL, "%s has no shared expert", m->info.hf_class);
+        if (!m->layers[o->layer].shared.gate.data)
+            return moe_fail(err, MOE_EINVAL, "layer %d of %s has no shared expert", o->layer, m->info.hf_class);
+        width = m->layers[o->layer].shared.gate.rows;
+        break;
     case MOE_OFFSET_RESID:
         width = cfg->dim;
         break;
@@ -300,7 +303,10 @@ moe_status moe_session_set_offset(moe_session *s, const moe_offset *o, moe_error
         }
         c->offsets[c->n_offsets++] = *o;
     }
-    if (o->kind == MOE_OFFSET_RESID)
+    if (o->kind == MOE_OFFSET_SHARED)
+        log_change(s, MOE_CTL_OFFSET, o->layer, -1, o->delta, "offset L%d:shared:%d=%+g", o->layer, o->neuron,
+                   o->delta);
+    else if (o->kind == MOE_OFFSET_RESID)
         log_change(s, MOE_CTL_OFFSET, o->layer, -1, o->delta, "offset L%d:resid:%d=%+g", o->layer,
                    o->neuron, o->delta);
     else if (m->layers[o->layer].n_experts)

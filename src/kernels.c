@@ -21,6 +21,12 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
+/* The matrix-vector kernels prefetch each row this many columns ahead. The
+ * hardware prefetcher alone keeps too few misses in flight for four 16-bit
+ * row streams: on Sapphire Rapids one thread reads f16 from DRAM at
+ * 11.5 GB/s without this and 14.5 GB/s with it (f32 reads 14.5 either way). */
+enum { PREFETCH_COLS = 256 };
+
 static size_t dtype_size(moe_dtype t)
 {
     return t == MOE_F32 ? 4 : 2;
@@ -250,6 +256,8 @@ AVX2 INLINE void y_block(moe_dtype t, const int R, const int NX, const unsigned 
                 x[v] = _mm256_loadu_ps(X + v * cols + j + 8 * u);
 #pragma GCC unroll 4
             for (int i = 0; i < R; i++) {
+                if (u == 0)
+                    _mm_prefetch((const char *)W + i * rb + (j + PREFETCH_COLS) * es, _MM_HINT_T0);
                 __m256 w = y_load(t, W + i * rb + (j + 8 * u) * es);
 #pragma GCC unroll 4
                 for (int v = 0; v < NX; v++)
@@ -398,6 +406,8 @@ AVX512 INLINE void z_block(moe_dtype t, const int R, const int NX, const unsigne
                 x[v] = _mm512_loadu_ps(X + v * cols + j + 16 * u);
 #pragma GCC unroll 4
             for (int i = 0; i < R; i++) {
+                if (u == 0)
+                    _mm_prefetch((const char *)W + i * rb + (j + PREFETCH_COLS) * es, _MM_HINT_T0);
                 __m512 w = z_load(t, W + i * rb + (j + 16 * u) * es);
 #pragma GCC unroll 4
                 for (int v = 0; v < NX; v++)

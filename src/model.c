@@ -17,44 +17,58 @@
 #include "error.h"
 #include "kernels.h"
 
-typedef struct arch arch;
-struct arch {
+/* An architecture adapter: one Hugging Face family's names and rules. */
+typedef enum { BIAS_CONFIG, BIAS_QKV } bias_rule;
+typedef enum { SPARSE_NONE, SPARSE_ALL, SPARSE_QWEN } sparse_rule;
+
+typedef struct {
     const char *name;          /* moescope's adapter name */
     const char *hf_class;
     const char *model_type;
-    int moe;                   /* routed experts in every layer */
-    router_rule rule;
-    /* Name of the tensor for layer l (expert e where it matters). */
-    void (*mlp_names)(char *buf, size_t cap, int l, int e, int which);
-};
+    sparse_rule sparse;        /* which layers route */
+    const char *router;        /* "model.layers.%d.<router>.weight" */
+    const char *experts;       /* "model.layers.%d.<experts>.%d.<proj>.weight" */
+    const char *proj[3];       /* names of gate, up and down */
+    int renorm_default;        /* top-k weights rescaled when norm_topk_prob is absent */
+    int renorm_fixed;          /* the family always rescales (Mixtral) */
+    int shared_expert;
+    bias_rule bias;
+    qk_norm_kind qk_norm;
+} arch;
 
 enum { W_GATE, W_UP, W_DOWN };
 
-static void llama_mlp_names(char *buf, size_t cap, int l, int e, int which)
-{
-    static const char *proj[] = {"gate_proj", "up_proj", "down_proj"};
-    (void)e;
-    snprintf(buf, cap, "model.layers.%d.mlp.%s.weight", l, proj[which]);
-}
-
-static void mixtral_mlp_names(char *buf, size_t cap, int l, int e, int which)
-{
-    static const char *w[] = {"w1", "w3", "w2"};
-    if (e < 0)
-        snprintf(buf, cap, "model.layers.%d.block_sparse_moe.gate.weight", l);
-    else
-        snprintf(buf, cap, "model.layers.%d.block_sparse_moe.experts.%d.%s.weight", l, e, w[which]);
-}
-
 static const arch ARCHS[] = {
-    {"llama", "LlamaForCausalLM", "llama", 0, {0}, llama_mlp_names},
-    {"mixtral", "MixtralForCausalLM", "mixtral", 1, {1}, mixtral_mlp_names},
+    {"llama", "LlamaForCausalLM", "llama", SPARSE_NONE, NULL, NULL, {NULL, NULL, NULL}, 0, 0, 0,
+     BIAS_CONFIG, QK_NORM_NONE},
+    {"mixtral", "MixtralForCausalLM", "mixtral", SPARSE_ALL, "block_sparse_moe.gate",
+     "block_sparse_moe.experts", {"w1", "w3", "w2"}, 1, 1, 0, BIAS_CONFIG, QK_NORM_NONE},
+    {"olmoe", "OlmoeForCausalLM", "olmoe", SPARSE_ALL, "mlp.gate", "mlp.experts",
+     {"gate_proj", "up_proj", "down_proj"}, 0, 0, 0, BIAS_CONFIG, QK_NORM_WHOLE},
+    {"qwen2moe", "Qwen2MoeForCausalLM", "qwen2_moe", SPARSE_QWEN, "mlp.gate", "mlp.experts",
+     {"gate_proj", "up_proj", "down_proj"}, 0, 0, 1, BIAS_QKV, QK_NORM_NONE},
+    {"qwen3moe", "Qwen3MoeForCausalLM", "qwen3_moe", SPARSE_QWEN, "mlp.gate", "mlp.experts",
+     {"gate_proj", "up_proj", "down_proj"}, 0, 0, 0, BIAS_CONFIG, QK_NORM_HEAD},
 };
 #define N_ARCHS (sizeof ARCHS / sizeof ARCHS[0])
 
+/* Whether layer l routes, by the family's rule. */
+static int layer_is_sparse(const arch *a, const moe_config *c, int l)
+{
+    if (a->sparse == SPARSE_NONE || !c->n_experts)
+        return 0;
+    if (a->sparse == SPARSE_ALL)
+        return 1;
+    for (int i = 0; i < c->n_mlp_only; i++) /* Qwen2MoeDecoderLayer's rule */
+        if (c->mlp_only_layers[i] == l)
+            return 0;
+    return (l + 1) % c->decoder_sparse_step == 0;
+}
+
 const char *moe_supported_archs(void)
 {
-    return "LlamaForCausalLM (llama), MixtralForCausalLM (mixtral)";
+    return "LlamaForCausalLM (llama), MixtralForCausalLM (mixtral), OlmoeForCausalLM (olmoe), "
+           "Qwen2MoeForCausalLM (qwen2_moe), Qwen3MoeForCausalLM (qwen3_moe)";
 }
 
 const char *moe_dtype_name(moe_dtype t)
@@ -171,12 +185,29 @@ static float *bind_vec(binder *b, int n, const char *name)
     return v;
 }
 
+/* gate/up/down of an MLP of width ff; `prefix` is e.g.
+ * "model.layers.3.mlp.experts.5" and proj the three names. */
+static int bind_mlp(binder *b, mlp_weights *w, int ff, const char *prefix, const char *const proj[3])
+{
+    const moe_config *c = &b->m->cfg;
+    wmat *dst[] = {&w->gate, &w->up, &w->down};
+    char name[320];
+    for (int which = W_GATE; which <= W_DOWN; which++) {
+        snprintf(name, sizeof name, "%s.%s.weight", prefix, proj[which]);
+        int rows = which == W_DOWN ? c->dim : ff, cols = which == W_DOWN ? ff : c->dim;
+        if (!bind_mat(b, dst[which], rows, cols, name))
+            return 0;
+    }
+    return 1;
+}
+
 static int bind_layer(binder *b, const arch *a, int l)
 {
+    static const char *const dense_proj[3] = {"gate_proj", "up_proj", "down_proj"};
     const moe_config *c = &b->m->cfg;
     layer_weights *L = &b->m->layers[l];
     int q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
-    char name[256];
+    char name[256], prefix[256];
 #define ATTN(field, rows, cols, proj)                                                          \
     (snprintf(name, sizeof name, "model.layers.%d.self_attn.%s.weight", l, proj),              \
      bind_mat(b, &L->field, rows, cols, name))
@@ -187,30 +218,43 @@ static int bind_layer(binder *b, const arch *a, int l)
         !ATTN(wq, q_dim, c->dim, "q_proj") || !ATTN(wk, kv_dim, c->dim, "k_proj") ||
         !ATTN(wv, kv_dim, c->dim, "v_proj") || !ATTN(wo, c->dim, q_dim, "o_proj"))
         return 0;
-    if (c->attn_bias &&
-        (!(L->bq = VEC(q_dim, "model.layers.%d.self_attn.q_proj.bias", l)) ||
-         !(L->bk = VEC(kv_dim, "model.layers.%d.self_attn.k_proj.bias", l)) ||
-         !(L->bv = VEC(kv_dim, "model.layers.%d.self_attn.v_proj.bias", l)) ||
-         !(L->bo = VEC(c->dim, "model.layers.%d.self_attn.o_proj.bias", l))))
+    int qkv_bias = a->bias == BIAS_QKV || c->attn_bias, o_bias = a->bias == BIAS_CONFIG && c->attn_bias;
+    if (qkv_bias && (!(L->bq = VEC(q_dim, "model.layers.%d.self_attn.q_proj.bias", l)) ||
+                     !(L->bk = VEC(kv_dim, "model.layers.%d.self_attn.k_proj.bias", l)) ||
+                     !(L->bv = VEC(kv_dim, "model.layers.%d.self_attn.v_proj.bias", l))))
         return 0;
+    if (o_bias && !(L->bo = VEC(c->dim, "model.layers.%d.self_attn.o_proj.bias", l)))
+        return 0;
+    if (a->qk_norm != QK_NORM_NONE) {
+        int qn = a->qk_norm == QK_NORM_WHOLE ? q_dim : c->head_dim;
+        int kn = a->qk_norm == QK_NORM_WHOLE ? kv_dim : c->head_dim;
+        if (!(L->q_norm = VEC(qn, "model.layers.%d.self_attn.q_norm.weight", l)) ||
+            !(L->k_norm = VEC(kn, "model.layers.%d.self_attn.k_norm.weight", l)))
+            return 0;
+    }
 #undef ATTN
 #undef VEC
 
-    L->n_experts = a->moe ? c->n_experts : 0;
-    if (L->n_experts) {
-        a->mlp_names(name, sizeof name, l, -1, 0);
-        if (!bind_mat(b, &L->router, L->n_experts, c->dim, name))
+    if (!layer_is_sparse(a, c, l)) {
+        L->n_experts = 0;
+        snprintf(prefix, sizeof prefix, "model.layers.%d.mlp", l);
+        return bind_mlp(b, &L->dense, c->ff, prefix, dense_proj);
+    }
+    L->n_experts = c->n_experts;
+    snprintf(name, sizeof name, "model.layers.%d.%s.weight", l, a->router);
+    if (!bind_mat(b, &L->router, L->n_experts, c->dim, name))
+        return 0;
+    for (int e = 0; e < L->n_experts; e++) {
+        snprintf(prefix, sizeof prefix, "model.layers.%d.%s.%d", l, a->experts, e);
+        if (!bind_mlp(b, &L->experts[e], c->moe_ff, prefix, a->proj))
             return 0;
     }
-    for (int e = 0; e < (L->n_experts ? L->n_experts : 1); e++) {
-        mlp_weights *w = &L->experts[e];
-        wmat *dst[] = {&w->gate, &w->up, &w->down};
-        for (int which = W_GATE; which <= W_DOWN; which++) {
-            a->mlp_names(name, sizeof name, l, e, which);
-            int rows = which == W_DOWN ? c->dim : c->ff, cols = which == W_DOWN ? c->ff : c->dim;
-            if (!bind_mat(b, dst[which], rows, cols, name))
-                return 0;
-        }
+    if (a->shared_expert && c->shared_ff) {
+        snprintf(prefix, sizeof prefix, "model.layers.%d.mlp.shared_expert", l);
+        snprintf(name, sizeof name, "model.layers.%d.mlp.shared_expert_gate.weight", l);
+        if (!bind_mlp(b, &L->shared, c->shared_ff, prefix, dense_proj) ||
+            !bind_mat(b, &L->shared_gate, 1, c->dim, name))
+            return 0;
     }
     return 1;
 }
@@ -220,18 +264,19 @@ static moe_status bind_model(moe_model *m, const arch *a, moe_error *err)
     const moe_config *c = &m->cfg;
     binder b = {m, err, NULL, 0, 0, {0}};
 
-    /* All f32 vectors in one allocation: norms and optional biases. */
+    /* All f32 vectors in one allocation: norms, q/k norms, biases. */
     size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    size_t per_layer = 2 * (size_t)c->dim + (c->attn_bias ? q_dim + 2 * kv_dim + c->dim : 0);
+    size_t per_layer = 2 * (size_t)c->dim + 2 * (q_dim + kv_dim) + c->dim;
     size_t n_vecs = per_layer * c->n_layers + c->dim;
     m->vecs = malloc(n_vecs * sizeof(float));
     m->layers = calloc((size_t)c->n_layers, sizeof *m->layers);
     if (!m->vecs || !m->layers)
         return moe_fail(err, MOE_ENOMEM, "%s: out of memory for the layer table", m->dir);
     b.vec_next = m->vecs;
-    int n_exp = a->moe ? c->n_experts : 1;
     for (int l = 0; l < c->n_layers; l++) {
-        m->layers[l].experts = calloc((size_t)n_exp, sizeof(mlp_weights));
+        if (!layer_is_sparse(a, c, l))
+            continue;
+        m->layers[l].experts = calloc((size_t)c->n_experts, sizeof(mlp_weights));
         if (!m->layers[l].experts)
             return moe_fail(err, MOE_ENOMEM, "%s: out of memory for the expert table", m->dir);
     }
@@ -249,18 +294,23 @@ static moe_status bind_model(moe_model *m, const arch *a, moe_error *err)
         return err ? err->code : MOE_EFORMAT;
     }
 
-    /* Size figures for inspect and bench. */
+    /* Size figures for inspect and bench: a routed layer reads k of its
+     * experts per token. */
     moe_model_info *in = &m->info;
-    uint64_t expert_params = 3ull * c->dim * c->ff;
-    uint64_t expert_bytes = expert_params * dtype_size(m->layers[0].experts[0].gate.t);
     in->params_total = b.params;
     in->weight_bytes = b.bytes;
     in->params_active = b.params;
-    in->active_bytes = b.bytes - (uint64_t)c->vocab * c->dim * dtype_size(m->embed.t) * (c->tied ? 0 : 1);
-    if (a->moe) {
-        uint64_t idle = (uint64_t)c->n_layers * (uint64_t)(c->n_experts - c->k);
+    in->active_bytes = b.bytes - (c->tied ? 0 : (uint64_t)c->vocab * c->dim * dtype_size(m->embed.t));
+    for (int l = 0; l < c->n_layers; l++) {
+        const layer_weights *L = &m->layers[l];
+        if (!L->n_experts)
+            continue;
+        uint64_t expert_params = 3ull * c->dim * c->moe_ff;
+        uint64_t idle = (uint64_t)(L->n_experts - c->k);
         in->params_active -= idle * expert_params;
-        in->active_bytes -= idle * expert_bytes;
+        in->active_bytes -= idle * expert_params * dtype_size(L->experts[0].gate.t);
+        in->n_moe_layers++;
+        in->n_shared_experts = L->shared.gate.data ? 1 : in->n_shared_experts;
     }
     moe_dtype main_t = MOE_F32;
     for (int t = 0; t < MOE_DTYPE_COUNT; t++)
@@ -322,13 +372,15 @@ moe_status moe_model_open(const char *path_or_id, moe_model **out, moe_error *er
                       m->cfg.model_type[0] ? m->cfg.model_type : "(none)", moe_supported_archs());
         goto fail;
     }
-    if (a->moe && m->cfg.n_experts == 0) {
-        st = moe_fail(err, MOE_EFORMAT, "%s: %s needs \"num_local_experts\"", cfg_path, a->hf_class);
+    if (a->sparse != SPARSE_NONE && m->cfg.n_experts == 0) {
+        st = moe_fail(err, MOE_EFORMAT, "%s: %s needs the number of experts (\"%s\")", cfg_path, a->hf_class,
+                      strcmp(a->name, "mixtral") ? "num_experts" : "num_local_experts");
         goto fail;
     }
-    if (!a->moe)
+    if (a->sparse == SPARSE_NONE)
         m->cfg.n_experts = m->cfg.k = 0;
-    m->rule = a->rule;
+    m->rule.renormalize = a->renorm_fixed ? 1 : m->cfg.norm_topk_prob >= 0 ? m->cfg.norm_topk_prob : a->renorm_default;
+    m->qk_norm = a->qk_norm;
     if ((st = st_set_open_dir(dir, &m->st, err)))
         goto fail;
     if ((st = bind_model(m, a, err)))
@@ -344,10 +396,12 @@ moe_status moe_model_open(const char *path_or_id, moe_model **out, moe_error *er
     in->n_heads = c->n_heads;
     in->n_kv_heads = c->n_kv_heads;
     in->head_dim = c->head_dim;
-    in->ff = c->ff;
+    in->ff = c->n_experts ? c->moe_ff : c->ff;
+    in->dense_ff = c->ff;
+    in->shared_ff = in->n_shared_experts ? c->shared_ff : 0;
+    in->renormalize = m->rule.renormalize;
     in->n_experts = c->n_experts;
     in->k = c->k;
-    in->n_moe_layers = a->moe ? c->n_layers : 0;
     in->vocab = c->vocab;
     in->max_pos = c->max_pos;
     in->tied_embeddings = c->tied;
@@ -371,6 +425,7 @@ void moe_model_close(moe_model *m)
             free(m->layers[l].experts);
     free(m->layers);
     free(m->vecs);
+    config_done(&m->cfg);
     st_set_close(m->st);
     free(m->dir);
     free(m);

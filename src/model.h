@@ -25,23 +25,34 @@ typedef struct {
     wmat down;                 /* (dim, ff)  w2 / down_proj */
 } mlp_weights;
 
+typedef enum {
+    QK_NORM_NONE = 0,
+    QK_NORM_WHOLE,             /* OLMoE: RMSNorm over the whole projection */
+    QK_NORM_HEAD               /* Qwen3: RMSNorm over each head */
+} qk_norm_kind;
+
 typedef struct {
     float *attn_norm;          /* (dim) */
     wmat wq;                   /* (n_heads * head_dim, dim) */
     wmat wk;                   /* (n_kv_heads * head_dim, dim) */
     wmat wv;                   /* (n_kv_heads * head_dim, dim) */
     wmat wo;                   /* (dim, n_heads * head_dim) */
-    float *bq, *bk, *bv, *bo;  /* biases when attention_bias, else NULL */
+    float *bq, *bk, *bv, *bo;  /* biases where the family has them, else NULL */
+    float *q_norm, *k_norm;    /* (q_dim), (kv_dim) or (head_dim) by qk_norm */
     float *ffn_norm;           /* (dim) */
-    int n_experts;             /* 0: a dense MLP in experts[0] */
+    int n_experts;             /* routed experts; 0: a dense layer */
     wmat router;               /* (n_experts, dim) */
-    mlp_weights *experts;      /* (max(n_experts, 1)) */
+    mlp_weights *experts;      /* (n_experts), each of width moe_ff */
+    mlp_weights dense;         /* a dense layer's MLP, width ff */
+    mlp_weights shared;        /* the shared expert (Qwen2-MoE), width shared_ff */
+    wmat shared_gate;          /* (1, dim) */
 } layer_weights;
 
 struct moe_model {
     moe_config cfg;
     moe_model_info info;
     router_rule rule;
+    qk_norm_kind qk_norm;
     st_set *st;
     char *dir;
     wmat embed;                /* (vocab, dim) */

@@ -79,10 +79,11 @@ static uint32_t run_tasks(pool *p, int thread)
     uint64_t c = atomic_load_explicit(&p->claim, memory_order_acquire);
     for (;;) {
         /* Read the job that goes with c. Should the job change meanwhile,
-         * the exchange below fails, and c is reloaded with the new one. */
-        pool_fn fn = atomic_load_explicit(&p->fn, memory_order_relaxed);
-        void *ctx = atomic_load_explicit(&p->ctx, memory_order_relaxed);
-        int n_tasks = atomic_load_explicit(&p->n_tasks, memory_order_relaxed);
+         * the exchange below fails (pool_run closes the old claim before
+         * it writes the new job), and c is reloaded with the new one. */
+        pool_fn fn = atomic_load_explicit(&p->fn, memory_order_acquire);
+        void *ctx = atomic_load_explicit(&p->ctx, memory_order_acquire);
+        int n_tasks = atomic_load_explicit(&p->n_tasks, memory_order_acquire);
         uint32_t task = (uint32_t)c;
         if (atomic_load_explicit(&p->stop, memory_order_relaxed) || task >= (uint32_t)n_tasks)
             return gen_of(c);
@@ -125,7 +126,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-/* Start generation `gen` (with stop set, this ends the workers). */
+/* Open a new generation (with stop set, this ends the workers). */
 static void publish(pool *p, uint64_t claim)
 {
     atomic_store(&p->claim, claim);
@@ -225,14 +226,18 @@ void pool_run(pool *p, pool_fn fn, void *ctx, int n_tasks)
         return;
     }
 
-    /* The previous job is finished (done == its n_tasks), so no thread
-     * can still succeed in claiming from it: rewriting the job is safe. */
-    atomic_store_explicit(&p->fn, fn, memory_order_relaxed);
-    atomic_store_explicit(&p->ctx, ctx, memory_order_relaxed);
-    atomic_store_explicit(&p->n_tasks, n_tasks, memory_order_relaxed);
+    /* Close the previous job's claim before writing the new job. A thread
+     * may hold the old claim (every task handed out) and read the new
+     * n_tasks, which could be larger: its exchange must then fail rather
+     * than run a task that does not exist. The job is written with release
+     * stores, so whoever reads it also sees the claim closed. */
+    uint64_t old = atomic_load_explicit(&p->claim, memory_order_relaxed);
+    atomic_store(&p->claim, old | UINT32_MAX);
+    atomic_store_explicit(&p->fn, fn, memory_order_release);
+    atomic_store_explicit(&p->ctx, ctx, memory_order_release);
+    atomic_store_explicit(&p->n_tasks, n_tasks, memory_order_release);
     atomic_store_explicit(&p->done, 0, memory_order_relaxed);
-    uint32_t gen = gen_of(atomic_load_explicit(&p->claim, memory_order_relaxed)) + 1;
-    publish(p, (uint64_t)gen << 32);
+    publish(p, (uint64_t)(gen_of(old) + 1) << 32);
 
     run_tasks(p, 0);
 

@@ -122,7 +122,12 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->m = m;
     s->n_ctx = n_ctx;
     s->n_batch = n_batch;
-    size_t nb = (size_t)n_batch, dim = (size_t)c->dim, ff = (size_t)c->ff;
+    size_t nb = (size_t)n_batch, dim = (size_t)c->dim;
+    size_t ff = (size_t)c->ff; /* the widest MLP: dense, routed or shared */
+    if ((size_t)c->moe_ff > ff)
+        ff = (size_t)c->moe_ff;
+    if ((size_t)c->shared_ff > ff)
+        ff = (size_t)c->shared_ff;
     size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
     size_t ne = c->n_experts ? (size_t)c->n_experts : 1, nml = (size_t)m->info.n_moe_layers;
     int failed = 0;
@@ -231,6 +236,36 @@ static void rope(float *v, int n_heads, int head_dim, const float *cos_t, const 
     }
 }
 
+/* OLMoE normalises q and k over the whole projection and may clamp q, k
+ * and v; Qwen3 normalises each head of q and k. Both before RoPE. */
+static void qk_norm_and_clip(moe_session *s, const layer_weights *L, int nb, float *kc, float *vc)
+{
+    const moe_config *c = &s->m->cfg;
+    int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
+    float eps = (float)c->norm_eps;
+    for (int t = 0; t < nb; t++) {
+        float *q = s->q + (size_t)t * q_dim, *k = kc + (size_t)t * kv_dim, *v = vc + (size_t)t * kv_dim;
+        if (s->m->qk_norm == QK_NORM_WHOLE) {
+            rmsnorm(q, q, L->q_norm, q_dim, eps);
+            rmsnorm(k, k, L->k_norm, kv_dim, eps);
+        } else if (s->m->qk_norm == QK_NORM_HEAD) {
+            for (int h = 0; h < c->n_heads; h++)
+                rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, eps);
+            for (int h = 0; h < c->n_kv_heads; h++)
+                rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, eps);
+        }
+        if (c->clip_qkv > 0) {
+            float m = (float)c->clip_qkv;
+            for (int i = 0; i < q_dim; i++)
+                q[i] = q[i] < -m ? -m : q[i] > m ? m : q[i];
+            for (int i = 0; i < kv_dim; i++) {
+                k[i] = k[i] < -m ? -m : k[i] > m ? m : k[i];
+                v[i] = v[i] < -m ? -m : v[i] > m ? m : v[i];
+            }
+        }
+    }
+}
+
 static void mm(moe_session *s, const wmat *w, const float *X, int n, float *Y)
 {
     matmul(s->mm, w->t, w->data, (size_t)w->rows, (size_t)w->cols, X, (size_t)n, Y);
@@ -289,6 +324,7 @@ static void attention(moe_session *s, int l, int nb)
     add_bias(s->q, L->bq, nb, (int)q_dim);
     add_bias(kc, L->bk, nb, (int)kv_dim);
     add_bias(vc, L->bv, nb, (int)kv_dim);
+    qk_norm_and_clip(s, L, nb, kc, vc);
     int half = c->head_dim / 2;
     for (int t = 0; t < nb; t++) {
         const float *cs = s->rope_cos + (size_t)(s->pos + t) * half;
@@ -360,10 +396,33 @@ static void route(moe_session *s, int l, int moe_idx, int nb)
 }
 
 /* SwiGLU experts over their groups; the weighted outputs sum into proj. */
+/* One MLP over n gathered rows of s->xe: down(silu(gate x) * up x), with
+ * the neuron offsets aimed at it; the result replaces s->xe. */
+static void swiglu(moe_session *s, const mlp_weights *W, int n, int l, moe_offset_kind kind, int expert)
+{
+    int ff = W->gate.rows;
+    mm(s, &W->gate, s->xe, n, s->h1);
+    mm(s, &W->up, s->xe, n, s->h3);
+    for (size_t i = 0; i < (size_t)n * ff; i++) {
+        float g = s->h1[i];
+        s->h1[i] = g / (1.0f + expf(-g)) * s->h3[i];
+    }
+    /* steering: neuron offsets on this MLP's hidden activation */
+    for (int o = 0; o < s->ctl.n_offsets; o++) {
+        const moe_offset *off = &s->ctl.offsets[o];
+        if (off->kind == kind && off->layer == l && (kind != MOE_OFFSET_MLP || off->expert == expert))
+            for (int i = 0; i < n; i++)
+                s->h1[(size_t)i * ff + off->neuron] += off->delta;
+    }
+    mm(s, &W->down, s->h1, n, s->xe);
+}
+
+/* The MLP block: routed experts over their groups (or the dense MLP), and
+ * the shared expert; the weighted outputs sum into proj. */
 static void experts(moe_session *s, int l, int nb)
 {
     const layer_weights *L = &s->m->layers[l];
-    int dim = s->m->cfg.dim, ff = s->m->cfg.ff;
+    int dim = s->m->cfg.dim;
     int ne = L->n_experts ? L->n_experts : 1;
     memset(s->proj, 0, (size_t)nb * dim * sizeof(float));
     for (int e = 0; e < ne; e++) {
@@ -374,23 +433,20 @@ static void experts(moe_session *s, int l, int nb)
         const float *w = s->group_w + (size_t)e * s->n_batch;
         for (int i = 0; i < n; i++)
             memcpy(s->xe + (size_t)i * dim, s->xb + (size_t)tok[i] * dim, (size_t)dim * sizeof(float));
-        const mlp_weights *E = &L->experts[e];
-        mm(s, &E->gate, s->xe, n, s->h1);
-        mm(s, &E->up, s->xe, n, s->h3);
-        for (size_t i = 0; i < (size_t)n * ff; i++) {
-            float g = s->h1[i];
-            s->h1[i] = g / (1.0f + expf(-g)) * s->h3[i];
-        }
-        /* steering: neuron offsets on this expert's hidden activation */
-        for (int o = 0; o < s->ctl.n_offsets; o++) {
-            const moe_offset *off = &s->ctl.offsets[o];
-            if (off->kind == MOE_OFFSET_MLP && off->layer == l && off->expert == e)
-                for (int i = 0; i < n; i++)
-                    s->h1[(size_t)i * ff + off->neuron] += off->delta;
-        }
-        mm(s, &E->down, s->h1, n, s->xe);
+        swiglu(s, L->n_experts ? &L->experts[e] : &L->dense, n, l, MOE_OFFSET_MLP, e);
         for (int i = 0; i < n; i++)
             kern_axpy(w[i], s->xe + (size_t)i * dim, s->proj + (size_t)tok[i] * dim, (size_t)dim);
+    }
+    if (L->shared.gate.data) {
+        /* Qwen2-MoE: every token also goes through the shared expert,
+         * scaled by sigmoid(shared_expert_gate · x) */
+        memcpy(s->xe, s->xb, (size_t)nb * dim * sizeof(float));
+        mm(s, &L->shared_gate, s->xb, nb, s->rlogits); /* (nb, 1) */
+        swiglu(s, &L->shared, nb, l, MOE_OFFSET_SHARED, 0);
+        for (int t = 0; t < nb; t++) {
+            float g = 1.0f / (1.0f + expf(-s->rlogits[t]));
+            kern_axpy(g, s->xe + (size_t)t * dim, s->proj + (size_t)t * dim, (size_t)dim);
+        }
     }
 }
 

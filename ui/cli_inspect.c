@@ -52,8 +52,16 @@ int cmd_inspect(int argc, char **argv)
            in->head_dim);
     printf("%-22s %d\n", in->n_experts ? "expert width" : "mlp width", in->ff);
     if (in->n_experts) {
-        printf("%-22s %d in %d MoE layers\n", "experts", in->n_experts, in->n_moe_layers);
+        if (in->n_moe_layers < in->n_layers)
+            printf("%-22s %d in %d MoE layers (%d dense, mlp width %d)\n", "experts", in->n_experts,
+                   in->n_moe_layers, in->n_layers - in->n_moe_layers, in->dense_ff);
+        else
+            printf("%-22s %d in %d MoE layers\n", "experts", in->n_experts, in->n_moe_layers);
         printf("%-22s %d\n", "experts per token", in->k);
+        printf("%-22s softmax, top-%d, %s\n", "routing", in->k,
+               in->renormalize ? "weights renormalised" : "weights as probabilities (not renormalised)");
+        if (in->n_shared_experts)
+            printf("%-22s 1 per MoE layer, width %d, sigmoid-gated\n", "shared expert", in->shared_ff);
     } else {
         printf("%-22s none (dense)\n", "experts");
     }

@@ -44,7 +44,7 @@ typedef enum { MOE_F32 = 0, MOE_F16, MOE_BF16, MOE_DTYPE_COUNT } moe_dtype;
 
 /* What a model is, as read from its files. Strings live as long as the model. */
 typedef struct {
-    const char *arch;          /* adapter name: "llama", "mixtral" */
+    const char *arch;          /* adapter name: "llama", "mixtral", "olmoe", "qwen2moe", "qwen3moe" */
     const char *hf_class;      /* e.g. "MixtralForCausalLM" */
     const char *path;          /* the directory the weights came from */
     int n_layers;
@@ -53,9 +53,13 @@ typedef struct {
     int n_kv_heads;
     int head_dim;
     int ff;                    /* expert (or dense MLP) intermediate size */
+    int dense_ff;              /* width of the dense MLPs (dense layers) */
+    int shared_ff;             /* width of the shared expert; 0: none */
+    int n_shared_experts;      /* 0 or 1 */
     int n_experts;             /* 0 for a dense model */
     int k;                     /* experts per token as configured */
-    int n_moe_layers;          /* layers with a router */
+    int renormalize;           /* the chosen experts' weights are rescaled to sum to 1 */
+    int n_moe_layers;          /* layers with a router; the others are dense */
     int vocab;
     int max_pos;               /* max_position_embeddings */
     int tied_embeddings;
