@@ -41,6 +41,8 @@ struct moe_session {
     uint8_t *overflow;         /* (nb, n_moe_layers, n_experts) first k used */
     int *load;                 /* (n_experts) assignments so far in the batch */
     int32_t *history;          /* (n_ctx) every token evaluated, for re-prefill */
+    float *last_in;            /* (n_layers, dim) MLP input of the latest token */
+    float *last_out;           /* (n_layers, dim) hidden state after each layer, latest token */
     int *n_chosen;             /* (nb, n_moe_layers) */
     moe_route *routes;         /* (n_moe_layers) handed to the sink */
     /* tokens grouped by expert */
@@ -146,6 +148,8 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->overflow = alloc3(nb, nml, ne, 1, &failed);
     s->load = alloc3(ne, 1, 1, sizeof(int), &failed);
     s->history = alloc3((size_t)n_ctx, 1, 1, sizeof(int32_t), &failed);
+    s->last_in = alloc3((size_t)c->n_layers, dim, 1, sizeof(float), &failed);
+    s->last_out = alloc3((size_t)c->n_layers, dim, 1, sizeof(float), &failed);
     s->routes = alloc3(nml, 1, 1, sizeof(moe_route), &failed);
     s->group_n = alloc3(ne, 1, 1, sizeof(int), &failed);
     s->group_tok = alloc3(ne, nb, 1, sizeof(int), &failed);
@@ -195,7 +199,8 @@ void moe_session_free(moe_session *s)
     void *bufs[] = {s->x, s->xb, s->q, s->att, s->scores, s->proj, s->rlogits,
                     s->probs, s->chosen, s->weights, s->n_chosen, s->routes, s->group_n,
                     s->group_tok, s->group_w, s->xe, s->h1, s->h3, s->logits, s->kcache,
-                    s->vcache, s->rope_cos, s->rope_sin, s->overflow, s->load, s->history};
+                    s->vcache, s->rope_cos, s->rope_sin, s->overflow, s->load, s->history,
+                    s->last_in, s->last_out};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     free(s);
@@ -396,9 +401,9 @@ static void route(moe_session *s, int l, int moe_idx, int nb)
 }
 
 /* SwiGLU experts over their groups; the weighted outputs sum into proj. */
-/* One MLP over n gathered rows of s->xe: down(silu(gate x) * up x), with
- * the neuron offsets aimed at it; the result replaces s->xe. */
-static void swiglu(moe_session *s, const mlp_weights *W, int n, int l, moe_offset_kind kind, int expert)
+/* The hidden activation of one MLP over n gathered rows of s->xe into
+ * s->h1: silu(gate x) * up x, with the neuron offsets aimed at it. */
+static void mlp_hidden(moe_session *s, const mlp_weights *W, int n, int l, moe_offset_kind kind, int expert)
 {
     int ff = W->gate.rows;
     mm(s, &W->gate, s->xe, n, s->h1);
@@ -414,6 +419,12 @@ static void swiglu(moe_session *s, const mlp_weights *W, int n, int l, moe_offse
             for (int i = 0; i < n; i++)
                 s->h1[(size_t)i * ff + off->neuron] += off->delta;
     }
+}
+
+/* One MLP over n gathered rows of s->xe; the result replaces s->xe. */
+static void swiglu(moe_session *s, const mlp_weights *W, int n, int l, moe_offset_kind kind, int expert)
+{
+    mlp_hidden(s, W, n, l, kind, expert);
     mm(s, &W->down, s->h1, n, s->xe);
 }
 
@@ -502,6 +513,7 @@ static void forward(moe_session *s, const int32_t *ids, int nb)
         /* MLP block: x += sum of chosen experts' outputs on norm(x) */
         for (int t = 0; t < nb; t++)
             rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm, dim, eps);
+        memcpy(s->last_in + (size_t)l * dim, s->xb + (size_t)(nb - 1) * dim, (size_t)dim * sizeof(float));
         route(s, l, moe_idx, nb);
         experts(s, l, nb);
         for (size_t i = 0; i < (size_t)nb * dim; i++)
@@ -513,6 +525,7 @@ static void forward(moe_session *s, const int32_t *ids, int nb)
                 for (int t = 0; t < nb; t++)
                     s->x[(size_t)t * dim + off->neuron] += off->delta;
         }
+        memcpy(s->last_out + (size_t)l * dim, s->x + (size_t)(nb - 1) * dim, (size_t)dim * sizeof(float));
         moe_idx += L->n_experts ? 1 : 0;
     }
     /* final norm and the vocabulary projection, last token only */
@@ -562,6 +575,40 @@ int moe_session_n_ctx(const moe_session *s)
 int moe_session_n_threads(const moe_session *s)
 {
     return pool_size(s->pool);
+}
+
+int moe_session_activations(moe_session *s, int layer, moe_offset_kind kind, int expert, float *out, int cap,
+                            moe_error *err)
+{
+    const moe_model *m = s->m;
+    int dim = m->cfg.dim;
+    if (!s->pos)
+        return moe_fail(err, MOE_EINVAL, "no token evaluated yet"), -1;
+    if (layer < 0 || layer >= m->cfg.n_layers)
+        return moe_fail(err, MOE_EINVAL, "layer %d is out of range (0 to %d)", layer, m->cfg.n_layers - 1), -1;
+    const layer_weights *L = &m->layers[layer];
+    if (kind == MOE_OFFSET_RESID) {
+        memcpy(out, s->last_out + (size_t)layer * dim, (size_t)(cap < dim ? cap : dim) * sizeof(float));
+        return dim;
+    }
+    const mlp_weights *W;
+    if (kind == MOE_OFFSET_SHARED) {
+        if (!L->shared.gate.data)
+            return moe_fail(err, MOE_EINVAL, "layer %d has no shared expert", layer), -1;
+        W = &L->shared;
+    } else if (L->n_experts) {
+        if (expert < 0 || expert >= L->n_experts)
+            return moe_fail(err, MOE_EINVAL, "expert %d does not exist in layer %d", expert, layer), -1;
+        W = &L->experts[expert];
+    } else {
+        W = &L->dense;
+    }
+    /* one row through the same MLP code the forward pass uses */
+    memcpy(s->xe, s->last_in + (size_t)layer * dim, (size_t)dim * sizeof(float));
+    mlp_hidden(s, W, 1, layer, kind, L->n_experts ? expert : 0);
+    int ff = W->gate.rows;
+    memcpy(out, s->h1, (size_t)(cap < ff ? cap : ff) * sizeof(float));
+    return ff;
 }
 
 moe_status moe_session_reprefill(moe_session *s, moe_error *err)

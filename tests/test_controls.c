@@ -404,6 +404,39 @@ static void capacity_and_reprefill(void)
     moe_model_close(m);
 }
 
+/* Activations for the neuron picker: the width of the MLP, and an offset
+ * shows up in exactly its neuron. */
+static void activations(void)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", srcdir());
+    moe_model *m;
+    moe_error err = {0};
+    if (moe_model_open(dir, &m, &err))
+        return;
+    moe_session *s;
+    moe_session_params sp = {32, 1, 0};
+    moe_session_new(m, &sp, &s, &err);
+    float a[96], b[96], r[64];
+    ok(moe_session_activations(s, 1, MOE_OFFSET_MLP, 3, a, 96, &err) == -1, "no activations before a token: %s",
+       err.msg);
+    int32_t ids[3] = {7, 8, 9};
+    moe_session_eval(s, ids, 3, &err);
+    int w = moe_session_activations(s, 1, MOE_OFFSET_MLP, 3, a, 96, &err);
+    moe_offset o = {1, MOE_OFFSET_MLP, 3, 10, 5.0f};
+    moe_session_set_offset(s, &o, &err);
+    moe_session_activations(s, 1, MOE_OFFSET_MLP, 3, b, 96, &err);
+    int only = 1;
+    for (int i = 0; i < 96; i++)
+        only &= i == 10 ? fabsf(b[i] - a[i] - 5.0f) < 1e-5f : b[i] == a[i];
+    ok(w == 96 && only, "expert 3 of layer 1: 96 activations; an offset of +5 moves neuron 10 alone");
+    ok(moe_session_activations(s, 2, MOE_OFFSET_RESID, 0, r, 64, &err) == 64, "the residual stream has 64 dims");
+    ok(moe_session_activations(s, 1, MOE_OFFSET_SHARED, 0, a, 96, &err) == -1, "no shared expert: %s", err.msg);
+    ok(moe_session_activations(s, 1, MOE_OFFSET_MLP, 8, a, 96, &err) == -1, "expert 8: %s", err.msg);
+    moe_session_free(s);
+    moe_model_close(m);
+}
+
 int main(void)
 {
     golden_cases("mixtral-tiny");
@@ -411,5 +444,6 @@ int main(void)
     refusals();
     equivalences();
     capacity_and_reprefill();
+    activations();
     return done_testing();
 }

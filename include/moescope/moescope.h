@@ -121,7 +121,10 @@ typedef struct {
     void (*on_token)(void *ctx, const moe_token_trace *t);
 } moe_trace_sink;
 
-/* ---- session ---------------------------------------------------------- */
+/* ---- session ----------------------------------------------------------
+ * A session is not thread-safe: calls on one session must not overlap
+ * (a front end that generates on a worker thread applies controls between
+ * tokens, on that thread or under a lock). */
 
 typedef struct moe_session moe_session;
 
@@ -214,6 +217,16 @@ moe_status moe_session_set_capacity(moe_session *s, double factor, int drop, moe
  * the KV cache and the trace reflect them (the default is that a change
  * applies from the next token). The trace sink sees every token again. */
 moe_status moe_session_reprefill(moe_session *s, moe_error *err);
+
+/* The MLP hidden activation (after the activation function and the
+ * offsets in force, before the down projection) of the most recently
+ * evaluated token in layer `layer`: of routed expert `expert` (computed
+ * even if the router did not choose it), of the dense MLP (expert 0), or of
+ * the shared expert (kind MOE_OFFSET_SHARED); with MOE_OFFSET_RESID the
+ * hidden state after the layer. Writes up to cap values to out and returns
+ * the width, or -1 with err filled. For picking neurons to steer. */
+int moe_session_activations(moe_session *s, int layer, moe_offset_kind kind, int expert, float *out, int cap,
+                            moe_error *err);
 
 /* Lift every control: all experts on, no force, bias, offset or capacity,
  * k as the model says. */
