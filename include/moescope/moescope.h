@@ -373,6 +373,57 @@ moe_status moe_detokenizer_push(moe_detokenizer *d, int32_t id, const char **tex
  * valid until the next call on d; the detokenizer starts a new stream. */
 const char *moe_detokenizer_flush(moe_detokenizer *d, size_t *len);
 
+/* ---- chat templates ---------------------------------------------------
+ * A model's chat_template (Jinja2, from tokenizer_config.json) rendered as
+ * transformers' apply_chat_template renders it: trim_blocks and
+ * lstrip_blocks on, raise_exception() and strftime_now() available. The
+ * subset of Jinja covers the templates of the supported families; a
+ * construct outside it fails with MOE_EUNSUPPORTED naming it and its line.
+ * Rendering is bounded (output size, steps, nesting), so a hostile template
+ * fails with MOE_EINVAL instead of running away. */
+
+typedef struct {
+    const char *role;          /* "system", "user", "assistant", ... */
+    const char *content;
+} moe_chat_message;
+
+/* Render `template_src` for n messages. bos_token/eos_token may be NULL
+ * (then they are none in the template, as in transformers). On success
+ * *out is a malloc'ed NUL-terminated string the caller frees; on error
+ * *out is NULL and err says what failed and where (line and column of the
+ * template; raise_exception's message). */
+moe_status moe_chat_render(const char *template_src, const moe_chat_message *msgs, int n,
+                           int add_generation_prompt, const char *bos_token, const char *eos_token,
+                           char **out, moe_error *err);
+
+/* The same with the whole template context as a JSON object: "messages"
+ * (objects with any fields: tool_calls, reasoning_content...),
+ * "add_generation_prompt", "bos_token", "eos_token", "tools", and any
+ * other variable the template reads (enable_thinking, ...). */
+moe_status moe_chat_render_json(const char *template_src, const char *context_json, char **out,
+                                moe_error *err);
+
+/* Read the chat template and the BOS/EOS token texts from `path`: a
+ * directory holding tokenizer_config.json, or that file. chat_template may
+ * be a string or a list of {name, template}, of which "default" is taken.
+ * On success *template_src (and *bos, *eos where not NULL; a token the file
+ * does not name stays NULL) are malloc'ed strings the caller frees.
+ * MOE_EFORMAT when the file has no chat template. */
+moe_status moe_chat_template_load(const char *path, char **template_src, char **bos, char **eos,
+                                  moe_error *err);
+
+/* A built-in template by name ("chatml", "llama3", "mistral", "tulu") for
+ * models without one, or NULL. Static storage. */
+const char *moe_chat_builtin(const char *name);
+/* The built-in names as a ", "-separated list. Static. */
+const char *moe_chat_builtin_names(void);
+
+/* The strings that end an assistant turn under this template: eos_token
+ * first (when not NULL), then each end-of-turn marker the template writes
+ * (<|im_end|>, <|eot_id|>, </s>, ...). Fills at most max pointers (static
+ * strings, or eos_token itself) and returns how many. */
+int moe_chat_stop_strings(const char *template_src, const char *eos_token, const char **out, int max);
+
 /* ---- runtime ---------------------------------------------------------- */
 
 /* The BLAS core OpenBLAS chose ("SkylakeX", "Prescott", ...). Static. */
