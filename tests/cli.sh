@@ -148,6 +148,18 @@ printf 'The licenses for most software are designed to take away your freedom.' 
 n_tok=$("$ms" tokenize "$m" <"$tmp/text.txt" | wc -w)
 "$ms" analyze "$m" "$tmp/text.txt" >"$tmp/an2.txt" 2>&1
 tap_ok "$(grep -q "text.txt: $n_tok tokens" "$tmp/an2.txt" && echo 0 || echo 1)" "analyze tokenizes text files ($n_tok tokens)"
+# Chat: the prompt wrapped in a template, exactly as the template says.
+out=$("$ms" run "$m" -p "hi" --chat --template chatml --system "Be brief." --print-prompt 2>"$tmp/err")
+want=$(printf '<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n')
+tap_ok "$([ "$(echo "$out" | head -n 5)" = "$want" ] && echo "$out" | tail -n 1 | grep -q '^\[81 tokens: 63 127' && echo 0 || echo 1)" \
+    "--chat --template chatml --print-prompt shows the rendered prompt and its ids"
+printf '{%% for m in messages %%}[{{ m.role }}] {{ m.content }}\n{%% endfor %%}{%% if add_generation_prompt %%}[assistant] {%% endif %%}' >"$tmp/t.jinja"
+out=$("$ms" run "$m" -p "hello there" --template "$tmp/t.jinja" --print-prompt 2>&1 | head -n 2)
+tap_ok "$([ "$out" = "$(printf '[user] hello there\n[assistant] ')" ] && echo 0 || echo 1)" "--template FILE renders a template from a file"
+check_err 1 "no chat_template" "--chat on a model without a template names the built-ins" -- run "$m" -p hi --chat
+check_err 1 "neither a built-in" "--template of an unknown name" -- run "$m" -p hi --template nosuch
+printf '{%% for x in y %%}' >"$tmp/bad.jinja"
+check_err 1 "chat template" "a broken template file is reported" -- run "$m" -p hi --template "$tmp/bad.jinja"
 check_err 1 "tokenizer.json" "-p on a model without a tokenizer" -- run "$fix/models/llama-tiny" -p "hello"
 check_err 2 "not both" "-p and --prompt-ids together" -- run "$m" -p "hello" --prompt-ids 1
 

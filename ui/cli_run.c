@@ -20,6 +20,10 @@ static const char RUN_USAGE[] =
     "usage: moescope run MODEL (-p TEXT | --prompt-ids IDS) [options]\n"
     "  -p, --prompt TEXT      the prompt as text (needs the model's tokenizer.json)\n"
     "  --prompt-ids 1,5,9     the prompt as token ids\n"
+    "  --chat                 wrap the prompt in the model's chat template (a user turn)\n"
+    "  --template NAME|FILE   the chat template: chatml, llama3, mistral, tulu, or a file\n"
+    "  --system TEXT          a system message before the prompt (with --chat)\n"
+    "  --print-prompt         print the prompt as the model will see it, then stop\n"
     "  -n, --n-predict N      tokens to generate (default 128)\n"
     "  --temp T               temperature; 0 is greedy (default 0.8)\n"
     "  --top-k N              keep the N most likely tokens (default 40; 0 off)\n"
@@ -53,6 +57,9 @@ typedef struct {
     const char *model;
     const char *trace;
     const char *text;          /* -p */
+    const char *template_name; /* --template */
+    const char *system;        /* --system */
+    int chat, print_prompt;
     int32_t *prompt;
     int n_prompt;
     long n_predict, threads, ctx, batch;
@@ -72,7 +79,7 @@ static const struct {
     {"--temp", NULL}, {"--top-k", NULL}, {"--top-p", NULL}, {"--min-p", NULL},
     {"--repeat-penalty", NULL}, {"--repeat-last-n", NULL}, {"--seed", NULL}, {"-t", NULL},
     {"--threads", NULL}, {"-c", NULL}, {"--ctx-size", NULL}, {"-b", NULL}, {"--batch-size", NULL},
-    {"--trace", NULL}, {"--colour", NULL}, {"--color", NULL}, {"--colour-by", NULL},
+    {"--trace", NULL}, {"--template", NULL}, {"--system", NULL}, {"--colour", NULL}, {"--color", NULL}, {"--colour-by", NULL},
     {"--k", "k"}, {"--expert-off", "off"}, {"--expert-on", "on"}, {"--force", "force"},
     {"--bias", "bias"}, {"--offset", "offset"}, {"--capacity", "capacity"},
 };
@@ -107,6 +114,12 @@ static int parse(int argc, char **argv, run_opts *o)
         } else if (IS("--print-ids")) {
             o->print_ids = 1;
             continue;
+        } else if (IS("--chat")) {
+            o->chat = 1;
+            continue;
+        } else if (IS("--print-prompt")) {
+            o->print_prompt = 1;
+            continue;
         } else if (a[0] != '-') {
             if (o->model)
                 return fail_msg("run: unexpected argument '%s' (the model is '%s')", a, o->model) + 1;
@@ -131,6 +144,11 @@ static int parse(int argc, char **argv, run_opts *o)
             o->text = v;
         } else if (IS("--trace")) {
             o->trace = v;
+        } else if (IS("--template")) {
+            o->template_name = v;
+            o->chat = 1;
+        } else if (IS("--system")) {
+            o->system = v;
         } else if (IS("--colour") || IS("--color")) {
             if (!strcmp(v, "auto"))
                 o->colour = COLOUR_AUTO;
@@ -186,9 +204,80 @@ static int parse(int argc, char **argv, run_opts *o)
         return fail_msg("run: no prompt given; use -p TEXT or --prompt-ids 1,5,9") + 1;
     if (o->prompt && o->text)
         return fail_msg("run: give the prompt as text (-p) or as ids (--prompt-ids), not both") + 1;
+    if (o->chat && !o->text)
+        return fail_msg("run: --chat wraps a text prompt; give it with -p") + 1;
+    if (o->system && !o->chat)
+        return fail_msg("run: --system needs --chat") + 1;
     if (!o->seed_set)
         o->sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)clock() << 20);
     return 0;
+}
+
+/* Wrap the prompt in a chat template (the model's own, or --template) and
+ * find the tokens that end the assistant's turn. Returns the rendered text
+ * (caller frees) or NULL after printing the problem. */
+static char *render_chat(const run_opts *o, const moe_model_info *in, const moe_tokenizer *tok, int32_t *stops,
+                         int *n_stops)
+{
+    char *src = NULL, *bos = NULL, *eos = NULL, *out = NULL;
+    moe_error err = {0};
+    const char *builtin = o->template_name ? moe_chat_builtin(o->template_name) : NULL;
+    if (o->template_name && !builtin) {
+        /* not a built-in: a file holding a template */
+        FILE *f = fopen(o->template_name, "rb");
+        if (!f) {
+            fail_msg("--template %s: neither a built-in template (%s) nor a readable file", o->template_name,
+                     moe_chat_builtin_names());
+            return NULL;
+        }
+        size_t cap = 1 << 20, n = 0;
+        src = malloc(cap + 1);
+        if (src)
+            n = fread(src, 1, cap, f);
+        fclose(f);
+        if (!src || n == cap) {
+            free(src);
+            fail_msg("--template %s: unreadable or larger than 1 MiB", o->template_name);
+            return NULL;
+        }
+        src[n] = 0;
+    }
+    /* BOS/EOS texts from tokenizer_config.json even when the template is ours */
+    char *model_src = NULL;
+    moe_status st = moe_chat_template_load(in->path, &model_src, &bos, &eos, &err);
+    if (!builtin && !src) {
+        if (st) {
+            fail_msg("%s; pick a built-in template with --template (%s)", err.msg, moe_chat_builtin_names());
+            goto done;
+        }
+        src = model_src;
+        model_src = NULL;
+    }
+    moe_chat_message msgs[2];
+    int n = 0;
+    if (o->system)
+        msgs[n++] = (moe_chat_message){"system", o->system};
+    msgs[n++] = (moe_chat_message){"user", o->text};
+    if (moe_chat_render(builtin ? builtin : src, msgs, n, 1, bos, eos, &out, &err)) {
+        fail_msg("chat template: %s", err.msg);
+        goto done;
+    }
+    /* end-of-turn strings that are single tokens stop generation */
+    const char *strs[16];
+    int ns = moe_chat_stop_strings(builtin ? builtin : src, eos, strs, 16);
+    for (int i = 0; i < ns && *n_stops < 16; i++) {
+        int32_t *ids = NULL;
+        int nid = 0;
+        if (!moe_tokenizer_encode(tok, strs[i], strlen(strs[i]), 0, &ids, &nid, NULL) && nid == 1)
+            stops[(*n_stops)++] = ids[0];
+        free(ids);
+    }
+done:
+    free(model_src);
+    free(src);
+    free(bos);
+    free(eos);
+    return out;
 }
 
 /* What the run's trace sink sees: it records the colour expert of the
@@ -224,6 +313,7 @@ int cmd_run(int argc, char **argv)
     moe_sampler *smp = NULL;
     moe_tokenizer *tok = NULL;
     moe_detokenizer *detok = NULL;
+    char *chat_text = NULL;
     run_sink rs = {0};
     moe_error err = {0};
     if (rc) {
@@ -245,8 +335,28 @@ int cmd_run(int argc, char **argv)
         fail_msg("%s", err.msg);
         goto done;
     }
-    if (o.text && moe_tokenizer_encode(tok, o.text, strlen(o.text), 1, &o.prompt, &o.n_prompt, &err)) {
+    int32_t stops[18];
+    int n_stops = 0;
+    if (in->eos_id >= 0)
+        stops[n_stops++] = in->eos_id;
+    if (tok && moe_tokenizer_eos(tok) >= 0)
+        stops[n_stops++] = moe_tokenizer_eos(tok);
+    if (o.chat && !(chat_text = render_chat(&o, in, tok, stops + n_stops, &n_stops)))
+        goto done;
+    /* a rendered template carries its own BOS, as transformers' apply_chat_template assumes */
+    const char *text = chat_text ? chat_text : o.text;
+    if (text && moe_tokenizer_encode(tok, text, strlen(text), !chat_text, &o.prompt, &o.n_prompt, &err)) {
         fail_msg("%s", err.msg);
+        goto done;
+    }
+    if (o.print_prompt) {
+        if (text)
+            fputs(text, stdout);
+        printf("%s[%d tokens:", text && *text && text[strlen(text) - 1] == '\n' ? "" : "\n", o.n_prompt);
+        for (int i = 0; i < o.n_prompt; i++)
+            printf(" %d", (int)o.prompt[i]);
+        printf("]\n");
+        rc = 0;
         goto done;
     }
     if (o.n_prompt == 0) {
@@ -295,8 +405,8 @@ int cmd_run(int argc, char **argv)
 
     for (int i = 0; i < o.n_prompt; i++)
         moe_sampler_accept(smp, o.prompt[i]);
-    if (text_out && o.text) { /* the prompt first, as llama.cpp does */
-        fputs(o.text, stdout);
+    if (text_out && text) { /* the prompt first, as llama.cpp does */
+        fputs(text, stdout);
         fflush(stdout);
     }
     double t0 = now();
@@ -309,11 +419,14 @@ int cmd_run(int argc, char **argv)
         trace_json_set_prompt(rs.json, 0);
     /* Each sampled token is fed back before it is printed: its routing,
      * and so its colour, is known only once the model has seen it. */
-    int n_gen = 0, eos = in->eos_id, eos2 = tok ? moe_tokenizer_eos(tok) : -1;
+    int n_gen = 0;
     while (n_gen < o.n_predict) {
         int32_t id = moe_sampler_sample(smp, moe_session_logits(s));
         moe_sampler_accept(smp, id);
-        int last = n_gen + 1 == o.n_predict || ((id == eos || id == eos2) && !o.ignore_eos);
+        int stop = 0;
+        for (int i = 0; i < n_stops; i++)
+            stop |= id == stops[i];
+        int last = n_gen + 1 == o.n_predict || (stop && !o.ignore_eos);
         int feed = !last || rs.json || colour;
         if (feed && moe_session_eval(s, &id, 1, &err)) {
             fail_msg("%s", err.msg);
@@ -368,6 +481,7 @@ int cmd_run(int argc, char **argv)
     }
     rc = 0;
 done:
+    free(chat_text);
     moe_detokenizer_free(detok);
     moe_tokenizer_free(tok);
     trace_json_free(rs.json);
