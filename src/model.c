@@ -34,21 +34,22 @@ typedef struct {
     int shared_expert;
     bias_rule bias;
     qk_norm_kind qk_norm;
+    int sliding_window;        /* honours "sliding_window" (Qwen's needs use_sliding_window, refused) */
 } arch;
 
 enum { W_GATE, W_UP, W_DOWN };
 
 static const arch ARCHS[] = {
     {"llama", "LlamaForCausalLM", "llama", SPARSE_NONE, NULL, NULL, {NULL, NULL, NULL}, 0, 0, 0,
-     BIAS_CONFIG, QK_NORM_NONE},
+     BIAS_CONFIG, QK_NORM_NONE, 0},
     {"mixtral", "MixtralForCausalLM", "mixtral", SPARSE_ALL, "block_sparse_moe.gate",
-     "block_sparse_moe.experts", {"w1", "w3", "w2"}, 1, 1, 0, BIAS_CONFIG, QK_NORM_NONE},
+     "block_sparse_moe.experts", {"w1", "w3", "w2"}, 1, 1, 0, BIAS_CONFIG, QK_NORM_NONE, 1},
     {"olmoe", "OlmoeForCausalLM", "olmoe", SPARSE_ALL, "mlp.gate", "mlp.experts",
-     {"gate_proj", "up_proj", "down_proj"}, 0, 0, 0, BIAS_CONFIG, QK_NORM_WHOLE},
+     {"gate_proj", "up_proj", "down_proj"}, 0, 0, 0, BIAS_CONFIG, QK_NORM_WHOLE, 0},
     {"qwen2moe", "Qwen2MoeForCausalLM", "qwen2_moe", SPARSE_QWEN, "mlp.gate", "mlp.experts",
-     {"gate_proj", "up_proj", "down_proj"}, 0, 0, 1, BIAS_QKV, QK_NORM_NONE},
+     {"gate_proj", "up_proj", "down_proj"}, 0, 0, 1, BIAS_QKV, QK_NORM_NONE, 0},
     {"qwen3moe", "Qwen3MoeForCausalLM", "qwen3_moe", SPARSE_QWEN, "mlp.gate", "mlp.experts",
-     {"gate_proj", "up_proj", "down_proj"}, 0, 0, 0, BIAS_CONFIG, QK_NORM_HEAD},
+     {"gate_proj", "up_proj", "down_proj"}, 0, 0, 0, BIAS_CONFIG, QK_NORM_HEAD, 0},
 };
 #define N_ARCHS (sizeof ARCHS / sizeof ARCHS[0])
 
@@ -381,6 +382,8 @@ moe_status moe_model_open(const char *path_or_id, moe_model **out, moe_error *er
         m->cfg.n_experts = m->cfg.k = 0;
     m->rule.renormalize = a->renorm_fixed ? 1 : m->cfg.norm_topk_prob >= 0 ? m->cfg.norm_topk_prob : a->renorm_default;
     m->qk_norm = a->qk_norm;
+    if (!a->sliding_window)
+        m->cfg.sliding_window = 0;
     if ((st = st_set_open_dir(dir, &m->st, err)))
         goto fail;
     if ((st = bind_model(m, a, err)))

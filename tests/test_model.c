@@ -105,7 +105,7 @@ static void run_case(moe_model *m, const char *name, const golden_case *gc, int 
     if (gc->k)
         moe_session_set_k(s, -1, gc->k, &err);
     trace_check tc = {0};
-    tc.renorm = 1;
+    tc.renorm = in->renormalize;
     tc.expect_k = gc->k;
     tc.n_routes = in->n_moe_layers;
     moe_trace_sink sink = {&tc, on_token};
@@ -265,7 +265,8 @@ static void test_info(void)
 int main(void)
 {
     static const char *models[] = {"llama-tiny", "llama3-tiny", "mixtral-tiny", "mixtral-tiny-f16",
-                                   "mixtral-tiny-bf16", "mixtral-tiny-swa"};
+                                   "mixtral-tiny-bf16", "mixtral-tiny-swa", "olmoe-tiny",
+                                   "qwen2moe-tiny", "qwen3moe-tiny"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
         test_model(models[i]);
     test_info();
