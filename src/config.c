@@ -180,8 +180,36 @@ static void read_layer_list(reader *r, const char *key, moe_config *c)
     }
 }
 
+/* "expert_names": one short string per expert. */
+static void read_expert_names(reader *r, moe_config *c)
+{
+    const cJSON *v = field(r->root, "expert_names");
+    if (r->st || !v || cJSON_IsNull(v))
+        return;
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) != c->n_experts) {
+        r->st = moe_fail(r->err, MOE_EFORMAT, "%s: \"expert_names\" must list one name for each of the %d experts",
+                         r->path, c->n_experts);
+        return;
+    }
+    c->expert_names = calloc((size_t)c->n_experts + 1, sizeof *c->expert_names);
+    int i = 0;
+    for (const cJSON *x = v->child; c->expert_names && x; x = x->next, i++) {
+        if (!cJSON_IsString(x) || strlen(x->valuestring) > 32 || !(c->expert_names[i] = strdup(x->valuestring))) {
+            r->st = moe_fail(r->err, MOE_EFORMAT, "%s: \"expert_names\" entry %d must be a string of at most 32 bytes",
+                             r->path, i);
+            return;
+        }
+    }
+    if (!c->expert_names)
+        r->st = moe_fail(r->err, MOE_ENOMEM, "%s: out of memory", r->path);
+}
+
 void config_done(moe_config *c)
 {
+    for (int i = 0; c->expert_names && c->expert_names[i]; i++)
+        free(c->expert_names[i]);
+    free(c->expert_names);
+    c->expert_names = NULL;
     free(c->mlp_only_layers);
     c->mlp_only_layers = NULL;
     c->n_mlp_only = 0;
@@ -189,7 +217,14 @@ void config_done(moe_config *c)
 
 static void read_rope_scaling(reader *r, moe_config *c)
 {
-    const cJSON *rs = field(r->root, "rope_scaling");
+    /* transformers 5 folds rope_theta and rope_scaling into rope_parameters */
+    const cJSON *rp = field(r->root, "rope_parameters");
+    if (!r->st && rp && cJSON_IsObject(rp)) {
+        reader sub = {r->path, rp, r->err, MOE_OK};
+        c->rope_theta = read_num(&sub, "rope_theta", 1e-3, 1e12, c->rope_theta);
+        r->st = sub.st;
+    }
+    const cJSON *rs = rp && cJSON_IsObject(rp) ? rp : field(r->root, "rope_scaling");
     c->rope = ROPE_DEFAULT;
     c->rope_factor = 1;
     if (r->st || !rs || cJSON_IsNull(rs))
@@ -265,6 +300,12 @@ moe_status config_load(const char *path, moe_config *c, moe_error *err)
     if (!r.st && read_bool(&r, "use_sliding_window", 0))
         r.st = moe_fail(err, MOE_EUNSUPPORTED, "%s: \"use_sliding_window\": true is not supported", path);
     read_layer_list(&r, "mlp_only_layers", c);
+    read_expert_names(&r, c);
+    /* MiCRo counts a layer once per expert in num_hidden_layers (its KV
+     * cache slots); backbone_num_layers is the real depth */
+    int backbone = read_int(&r, "backbone_num_layers", 1, 1024, 1, 0);
+    if (backbone)
+        c->n_layers = backbone;
     c->k = read_int(&r, "num_experts_per_tok", 1, 4096, 1, c->n_experts ? 2 : 0);
     c->tied = read_bool(&r, "tie_word_embeddings", 0);
     c->attn_bias = read_bool(&r, "attention_bias", 0);

@@ -27,6 +27,7 @@ typedef struct {
     int *mlp_only_layers;      /* (n_mlp_only) Qwen-MoE: dense layers */
     int n_mlp_only;
     double clip_qkv;           /* OLMoE: clamp q, k, v; 0 off */
+    char **expert_names;       /* (n_experts + 1, NULL-terminated) "expert_names", or NULL */
     int vocab;
     int max_pos;
     int tied;                  /* tie_word_embeddings */

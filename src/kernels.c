@@ -613,8 +613,21 @@ void kern_matvec_n(moe_dtype t, const void *W, size_t cols, const float *X, size
 {
     assert((unsigned)t < MOE_DTYPE_COUNT);
     const kern_impl *k = impl();
-    for (size_t v = 0; v < n; v += 4)
-        k->rows(t, W, cols, X + v * cols, n - v < 4 ? n - v : 4, Y + v * ldy, ldy, r0, r1);
+    if (n <= 4) {
+        k->rows(t, W, cols, X, n, Y, ldy, r0, r1);
+        return;
+    }
+    /* More than four vectors pass over the rows several times: take the
+     * rows in blocks of about 128 KiB, which stay in L2 until every group
+     * of four has passed, so that memory is read once. */
+    size_t block = ((size_t)128 << 10) / (cols * dtype_size(t) + 1) / 4 * 4;
+    if (block < 4)
+        block = 4;
+    for (size_t b0 = r0; b0 < r1; b0 += block) {
+        size_t b1 = r1 - b0 < block ? r1 : b0 + block;
+        for (size_t v = 0; v < n; v += 4)
+            k->rows(t, W, cols, X + v * cols, n - v < 4 ? n - v : 4, Y + v * ldy, ldy, b0, b1);
+    }
 }
 
 void kern_to_f32(moe_dtype t, const void *src, float *dst, size_t n)

@@ -1,13 +1,13 @@
 /* The hot spot: Y = X · Wᵀ for one weight matrix, on the pool.
  *
- * A few rows of X (decode, or the handful of tokens routed to one expert)
- * go through the matrix-vector kernels: the rows of W are split into chunks
- * over the pool and every weight is read once per four rows of X, at memory
- * bandwidth. More rows of X go through OpenBLAS sgemm, one block of W's rows
- * per task: f32 weights are used in place, f16/bf16 weights are first
- * converted to f32 into the thread's own tile. All parallelism is the
- * pool's: OpenBLAS is kept single-threaded, so that its threads and ours
- * never compete for the same cores. */
+ * Up to a few dozen rows of X (decode, or the tokens routed to one expert)
+ * go through the matrix-vector kernels: W's rows are split into chunks over
+ * the pool, each weight is read from memory once and used for four rows of
+ * X at a time. More rows of X go through OpenBLAS sgemm, one block of W's
+ * rows per task: f32 weights are used in place, f16/bf16 weights are first
+ * converted to f32 in the thread's own tile. All parallelism is the pool's:
+ * OpenBLAS is kept single-threaded, so that its threads and ours never
+ * compete for the same cores. */
 #include "matmul.h"
 
 #include <assert.h>
@@ -17,21 +17,18 @@
 
 #include "kernels.h"
 
-#ifndef MATMUL_SMALL_N
-#define MATMUL_SMALL_N 3
-#endif
-#ifndef MATMUL_TILE_FLOATS
-#define MATMUL_TILE_FLOATS (256 * 1024)
-#endif
-#ifndef MATMUL_CHUNKS
-#define MATMUL_CHUNKS 4
-#endif
-
+/* Measured on Sapphire Rapids, OpenBLAS 0.3.21 with its SkylakeX kernels,
+ * 2048 x 1024 weights (tests/bench/kernels_bench.c). */
 enum {
-    SMALL_N = MATMUL_SMALL_N, /* up to this many rows of X: matrix-vector kernels */
-    CHUNKS_PER_THREAD = MATMUL_CHUNKS, /* matrix-vector chunks per thread, for balance */
-    ROW_ALIGN = 16,               /* chunks and tiles are whole multiples of this many rows */
-    TILE_FLOATS = MATMUL_TILE_FLOATS, /* f32 tile of weight rows for sgemm */
+    /* Up to this many rows of X the matrix-vector kernels beat sgemm. f16
+     * and bf16 must be converted for sgemm, so they cross over later. */
+    SMALL_N_F32 = 24,
+    SMALL_N_F16 = 48,
+    CHUNKS_PER_THREAD = 4, /* matrix-vector chunks per thread, for balance */
+    ROW_ALIGN = 16,        /* chunks and tiles are whole multiples of this many rows */
+    /* f32 tile of converted weight rows per thread, 1 MiB: half of L2.
+     * Larger tiles help large n a little and hurt n = 32 more. */
+    TILE_FLOATS = 256 * 1024,
 };
 
 struct matmul_ctx {
@@ -122,7 +119,7 @@ void matmul(matmul_ctx *c, moe_dtype t, const void *W, size_t rows, size_t cols,
     job j = {c, t, W, rows, cols, X, n, Y, 0};
     size_t nt = (size_t)c->n_threads;
 
-    if (n <= SMALL_N) {
+    if (n <= (t == MOE_F32 ? SMALL_N_F32 : SMALL_N_F16)) {
         /* A few chunks per thread, so that a thread slowed by something
          * else does not hold up the rest. */
         size_t want = nt == 1 ? 1 : nt * CHUNKS_PER_THREAD;
@@ -132,14 +129,12 @@ void matmul(matmul_ctx *c, moe_dtype t, const void *W, size_t rows, size_t cols,
     }
 
     assert(n <= INT_MAX && rows <= INT_MAX && cols <= INT_MAX);
-    /* Tiles of about TILE_FLOATS (cache-sized), but at least two per
-     * thread when there are enough rows. */
-    size_t block = c->tile_floats / (cols ? cols : 1) / ROW_ALIGN * ROW_ALIGN;
-    size_t even = round_up((rows + 2 * nt - 1) / (2 * nt), ROW_ALIGN);
-    if (nt > 1 && even < block)
-        block = even;
-    if (t == MOE_F32 && nt == 1)
-        block = rows; /* nothing to convert or share: one call */
-    j.block = block;
-    pool_run(c->pool, gemm_task, &j, (int)((rows + block - 1) / block));
+    /* Two blocks per thread; f16/bf16 blocks are also limited to a tile. */
+    j.block = nt == 1 ? rows : round_up((rows + 2 * nt - 1) / (2 * nt), ROW_ALIGN);
+    if (t != MOE_F32) {
+        size_t tile = c->tile_floats / (cols ? cols : 1) / ROW_ALIGN * ROW_ALIGN;
+        if (tile < j.block)
+            j.block = tile;
+    }
+    pool_run(c->pool, gemm_task, &j, (int)((rows + j.block - 1) / j.block));
 }

@@ -31,16 +31,20 @@ typedef enum {
     QK_NORM_HEAD               /* Qwen3: RMSNorm over each head */
 } qk_norm_kind;
 
-typedef struct {
-    float *attn_norm;          /* (dim) */
+typedef struct layer_weights {
+    float *attn_norm;          /* (dim); NULL in a post-norm block */
     wmat wq;                   /* (n_heads * head_dim, dim) */
     wmat wk;                   /* (n_kv_heads * head_dim, dim) */
     wmat wv;                   /* (n_kv_heads * head_dim, dim) */
     wmat wo;                   /* (dim, n_heads * head_dim) */
     float *bq, *bk, *bv, *bo;  /* biases where the family has them, else NULL */
     float *q_norm, *k_norm;    /* (q_dim), (kv_dim) or (head_dim) by qk_norm */
-    float *ffn_norm;           /* (dim) */
+    float *ffn_norm;           /* (dim) pre-MLP norm; NULL in a post-norm block */
+    float *post_attn_norm;     /* (dim) OLMo-2-style blocks: norm of the attention output */
+    float *post_ffn_norm;      /* (dim) ... and of the MLP output */
     int n_experts;             /* routed experts; 0: a dense layer */
+    wmat router0;              /* (dim, dim) MiCRo's first router map; else absent */
+    struct layer_weights *blocks; /* (n_experts) MiCRo: each expert a whole decoder block */
     wmat router;               /* (n_experts, dim) */
     mlp_weights *experts;      /* (n_experts), each of width moe_ff */
     mlp_weights dense;         /* a dense layer's MLP, width ff */
@@ -60,6 +64,7 @@ struct moe_model {
     wmat lm_head;              /* (vocab, dim); the embedding when tied */
     layer_weights *layers;     /* (n_layers) */
     float *vecs;               /* storage of every f32 vector above */
+    int kv_slots;              /* KV caches per layer: 1, or the experts of a MiCRo layer */
 };
 
 #endif

@@ -41,7 +41,8 @@ struct moe_session {
     uint8_t *overflow;         /* (nb, n_moe_layers, n_experts) first k used */
     int *load;                 /* (n_experts) assignments so far in the batch */
     int32_t *history;          /* (n_ctx) every token evaluated, for re-prefill */
-    float *last_in;            /* (n_layers, dim) MLP input of the latest token */
+    float *last_in;            /* (n_layers * kv_slots, dim) MLP input of the latest token */
+    uint8_t *last_ok;          /* (n_layers * kv_slots) that block ran for the latest token */
     float *last_out;           /* (n_layers, dim) hidden state after each layer, latest token */
     int *n_chosen;             /* (nb, n_moe_layers) */
     moe_route *routes;         /* (n_moe_layers) handed to the sink */
@@ -52,7 +53,9 @@ struct moe_session {
     float *xe;                 /* (nb, dim) gathered inputs of one expert */
     float *h1, *h3;            /* (nb, ff) expert hidden activations */
     float *logits;             /* (vocab) of the last token */
-    float *kcache, *vcache;    /* (n_layers, n_ctx, kv_dim) */
+    float *kcache, *vcache;    /* (n_layers * kv_slots, n_ctx, kv_dim): a slot per block */
+    float *acc;                /* (nb, dim) a MiCRo layer's weighted sum of blocks */
+    float *hbuf;               /* (nb, dim) a block's stream after its attention */
     float *rope_cos, *rope_sin; /* (n_ctx, head_dim / 2) */
 };
 
@@ -134,6 +137,7 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     size_t ne = c->n_experts ? (size_t)c->n_experts : 1, nml = (size_t)m->info.n_moe_layers;
     int failed = 0;
     failed |= controls_init(&s->ctl, c->n_layers, (int)ne, c->k) != 0;
+    size_t slots = (size_t)c->n_layers * m->kv_slots;
     s->x = alloc3(nb, dim, 1, sizeof(float), &failed);
     s->xb = alloc3(nb, dim, 1, sizeof(float), &failed);
     s->q = alloc3(nb, q_dim, 1, sizeof(float), &failed);
@@ -148,7 +152,8 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->overflow = alloc3(nb, nml, ne, 1, &failed);
     s->load = alloc3(ne, 1, 1, sizeof(int), &failed);
     s->history = alloc3((size_t)n_ctx, 1, 1, sizeof(int32_t), &failed);
-    s->last_in = alloc3((size_t)c->n_layers, dim, 1, sizeof(float), &failed);
+    s->last_in = alloc3(slots, dim, 1, sizeof(float), &failed);
+    s->last_ok = alloc3(slots, 1, 1, 1, &failed);
     s->last_out = alloc3((size_t)c->n_layers, dim, 1, sizeof(float), &failed);
     s->routes = alloc3(nml, 1, 1, sizeof(moe_route), &failed);
     s->group_n = alloc3(ne, 1, 1, sizeof(int), &failed);
@@ -158,8 +163,10 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->h1 = alloc3(nb, ff, 1, sizeof(float), &failed);
     s->h3 = alloc3(nb, ff, 1, sizeof(float), &failed);
     s->logits = alloc3((size_t)c->vocab, 1, 1, sizeof(float), &failed);
-    s->kcache = alloc3((size_t)c->n_layers, (size_t)n_ctx, kv_dim, sizeof(float), &failed);
-    s->vcache = alloc3((size_t)c->n_layers, (size_t)n_ctx, kv_dim, sizeof(float), &failed);
+    s->kcache = alloc3(slots, (size_t)n_ctx, kv_dim, sizeof(float), &failed);
+    s->vcache = alloc3(slots, (size_t)n_ctx, kv_dim, sizeof(float), &failed);
+    s->acc = alloc3(nb, dim, 1, sizeof(float), &failed);
+    s->hbuf = alloc3(nb, dim, 1, sizeof(float), &failed);
     s->rope_cos = alloc3((size_t)n_ctx, (size_t)c->head_dim / 2, 1, sizeof(float), &failed);
     s->rope_sin = alloc3((size_t)n_ctx, (size_t)c->head_dim / 2, 1, sizeof(float), &failed);
     if (failed) {
@@ -167,7 +174,7 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
         return moe_fail(err, MOE_ENOMEM,
                         "out of memory for a session of %d tokens of context (KV cache %.1f MiB); "
                         "try a shorter context",
-                        n_ctx, 2.0 * c->n_layers * n_ctx * kv_dim * 4 / (1 << 20));
+                        n_ctx, 2.0 * c->n_layers * m->kv_slots * n_ctx * kv_dim * 4 / (1 << 20));
     }
     size_t max_cols = dim > ff ? dim : ff;
     if (q_dim > max_cols)
@@ -200,7 +207,7 @@ void moe_session_free(moe_session *s)
                     s->probs, s->chosen, s->weights, s->n_chosen, s->routes, s->group_n,
                     s->group_tok, s->group_w, s->xe, s->h1, s->h3, s->logits, s->kcache,
                     s->vcache, s->rope_cos, s->rope_sin, s->overflow, s->load, s->history,
-                    s->last_in, s->last_out};
+                    s->last_in, s->last_out, s->last_ok, s->acc, s->hbuf};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     free(s);
@@ -241,45 +248,70 @@ static void rope(float *v, int n_heads, int head_dim, const float *cos_t, const 
     }
 }
 
-/* OLMoE normalises q and k over the whole projection and may clamp q, k
- * and v; Qwen3 normalises each head of q and k. Both before RoPE. */
-static void qk_norm_and_clip(moe_session *s, const layer_weights *L, int nb, float *kc, float *vc)
-{
-    const moe_config *c = &s->m->cfg;
-    int hd = c->head_dim, q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd;
-    float eps = (float)c->norm_eps;
-    for (int t = 0; t < nb; t++) {
-        float *q = s->q + (size_t)t * q_dim, *k = kc + (size_t)t * kv_dim, *v = vc + (size_t)t * kv_dim;
-        if (s->m->qk_norm == QK_NORM_WHOLE) {
-            rmsnorm(q, q, L->q_norm, q_dim, eps);
-            rmsnorm(k, k, L->k_norm, kv_dim, eps);
-        } else if (s->m->qk_norm == QK_NORM_HEAD) {
-            for (int h = 0; h < c->n_heads; h++)
-                rmsnorm(q + h * hd, q + h * hd, L->q_norm, hd, eps);
-            for (int h = 0; h < c->n_kv_heads; h++)
-                rmsnorm(k + h * hd, k + h * hd, L->k_norm, hd, eps);
-        }
-        if (c->clip_qkv > 0) {
-            float m = (float)c->clip_qkv;
-            for (int i = 0; i < q_dim; i++)
-                q[i] = q[i] < -m ? -m : q[i] > m ? m : q[i];
-            for (int i = 0; i < kv_dim; i++) {
-                k[i] = k[i] < -m ? -m : k[i] > m ? m : k[i];
-                v[i] = v[i] < -m ? -m : v[i] > m ? m : v[i];
-            }
-        }
-    }
-}
-
 static void mm(moe_session *s, const wmat *w, const float *X, int n, float *Y)
 {
     matmul(s->mm, w->t, w->data, (size_t)w->rows, (size_t)w->cols, X, (size_t)n, Y);
 }
 
-/* One attention task: token t of the chunk, query head h. */
+static void clip(float *v, int n, float m)
+{
+    for (int i = 0; i < n; i++)
+        v[i] = v[i] < -m ? -m : v[i] > m ? m : v[i];
+}
+
+/* q or k of one token after its projection: OLMoE normalises over the
+ * whole projection (then may clamp), Qwen3 over each head; RoPE last. */
+static void shape_qk(moe_session *s, float *v, const float *norm, int n_heads, int pos)
+{
+    const moe_config *c = &s->m->cfg;
+    int hd = c->head_dim, half = hd / 2;
+    float eps = (float)c->norm_eps;
+    if (s->m->qk_norm == QK_NORM_WHOLE)
+        rmsnorm(v, v, norm, n_heads * hd, eps);
+    else if (s->m->qk_norm == QK_NORM_HEAD)
+        for (int h = 0; h < n_heads; h++)
+            rmsnorm(v + h * hd, v + h * hd, norm, hd, eps);
+    if (c->clip_qkv > 0)
+        clip(v, n_heads * hd, (float)c->clip_qkv);
+    rope(v, n_heads, hd, s->rope_cos + (size_t)pos * half, s->rope_sin + (size_t)pos * half);
+}
+
+/* Keys and values of the chunk's nb tokens from `in` (nb, dim), straight
+ * into KV cache slot `slot` at their positions. */
+static void project_kv(moe_session *s, const layer_weights *A, int slot, const float *in, int nb)
+{
+    const moe_config *c = &s->m->cfg;
+    int kv_dim = c->n_kv_heads * c->head_dim;
+    float *kc = s->kcache + ((size_t)slot * s->n_ctx + s->pos) * kv_dim;
+    float *vc = s->vcache + ((size_t)slot * s->n_ctx + s->pos) * kv_dim;
+    mm(s, &A->wk, in, nb, kc);
+    mm(s, &A->wv, in, nb, vc);
+    add_bias(kc, A->bk, nb, kv_dim);
+    add_bias(vc, A->bv, nb, kv_dim);
+    for (int t = 0; t < nb; t++) {
+        shape_qk(s, kc + (size_t)t * kv_dim, A->k_norm, c->n_kv_heads, s->pos + t);
+        if (c->clip_qkv > 0)
+            clip(vc + (size_t)t * kv_dim, kv_dim, (float)c->clip_qkv);
+    }
+}
+
+/* Queries of n rows of `in`; row i is token tok[i] of the chunk (i when
+ * tok is NULL). */
+static void project_q(moe_session *s, const layer_weights *A, const float *in, int n, const int *tok)
+{
+    const moe_config *c = &s->m->cfg;
+    int q_dim = c->n_heads * c->head_dim;
+    mm(s, &A->wq, in, n, s->q);
+    add_bias(s->q, A->bq, n, q_dim);
+    for (int i = 0; i < n; i++)
+        shape_qk(s, s->q + (size_t)i * q_dim, A->q_norm, c->n_heads, s->pos + (tok ? tok[i] : i));
+}
+
+/* One attention task: query row i, head h, over one KV cache slot. */
 typedef struct {
     moe_session *s;
-    int layer, nb;
+    int slot;
+    const int *tok;
 } attn_job;
 
 static void attn_task(void *ctx, int task, int thread)
@@ -287,12 +319,12 @@ static void attn_task(void *ctx, int task, int thread)
     const attn_job *j = ctx;
     moe_session *s = j->s;
     const moe_config *c = &s->m->cfg;
-    int nh = c->n_heads, hd = c->head_dim, t = task / nh, h = task % nh;
-    int pos = s->pos + t, kvh = h / (nh / c->n_kv_heads);
+    int nh = c->n_heads, hd = c->head_dim, i = task / nh, h = task % nh;
+    int pos = s->pos + (j->tok ? j->tok[i] : i), kvh = h / (nh / c->n_kv_heads);
     size_t kv_dim = (size_t)c->n_kv_heads * hd, q_dim = (size_t)nh * hd;
-    const float *q = s->q + t * q_dim + (size_t)h * hd;
-    const float *kc = s->kcache + (size_t)j->layer * s->n_ctx * kv_dim + (size_t)kvh * hd;
-    const float *vc = s->vcache + (size_t)j->layer * s->n_ctx * kv_dim + (size_t)kvh * hd;
+    const float *q = s->q + i * q_dim + (size_t)h * hd;
+    const float *kc = s->kcache + (size_t)j->slot * s->n_ctx * kv_dim + (size_t)kvh * hd;
+    const float *vc = s->vcache + (size_t)j->slot * s->n_ctx * kv_dim + (size_t)kvh * hd;
     float *sc = s->scores + (size_t)thread * s->n_ctx;
     float scale = 1.0f / sqrtf((float)hd), max = -INFINITY;
     /* a sliding window sees positions (pos - window, pos] */
@@ -307,41 +339,30 @@ static void attn_task(void *ctx, int task, int thread)
         sc[p] = expf(sc[p] - max);
         sum += sc[p];
     }
-    float *out = s->att + t * q_dim + (size_t)h * hd;
+    float *out = s->att + i * q_dim + (size_t)h * hd;
     memset(out, 0, (size_t)hd * sizeof *out);
     float inv = (float)(1.0 / sum);
     for (int p = first; p <= pos; p++)
         kern_axpy(sc[p] * inv, vc + p * kv_dim, out, (size_t)hd);
 }
 
+/* Causal softmax attention of the n queries in s->q over cache slot
+ * `slot`, one task per (query, head), then the output projection into
+ * s->proj (n, dim). */
+static void attend(moe_session *s, const layer_weights *A, int slot, int n, const int *tok)
+{
+    attn_job job = {s, slot, tok};
+    pool_run(s->pool, attn_task, &job, n * s->m->cfg.n_heads);
+    mm(s, &A->wo, s->att, n, s->proj);
+    add_bias(s->proj, A->bo, n, s->m->cfg.dim);
+}
+
 static void attention(moe_session *s, int l, int nb)
 {
-    const moe_config *c = &s->m->cfg;
     const layer_weights *L = &s->m->layers[l];
-    size_t q_dim = (size_t)c->n_heads * c->head_dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    float *kc = s->kcache + ((size_t)l * s->n_ctx + s->pos) * kv_dim;
-    float *vc = s->vcache + ((size_t)l * s->n_ctx + s->pos) * kv_dim;
-
-    /* projections: keys and values go straight into the cache */
-    mm(s, &L->wq, s->xb, nb, s->q);
-    mm(s, &L->wk, s->xb, nb, kc);
-    mm(s, &L->wv, s->xb, nb, vc);
-    add_bias(s->q, L->bq, nb, (int)q_dim);
-    add_bias(kc, L->bk, nb, (int)kv_dim);
-    add_bias(vc, L->bv, nb, (int)kv_dim);
-    qk_norm_and_clip(s, L, nb, kc, vc);
-    int half = c->head_dim / 2;
-    for (int t = 0; t < nb; t++) {
-        const float *cs = s->rope_cos + (size_t)(s->pos + t) * half;
-        const float *sn = s->rope_sin + (size_t)(s->pos + t) * half;
-        rope(s->q + t * q_dim, c->n_heads, c->head_dim, cs, sn);
-        rope(kc + t * kv_dim, c->n_kv_heads, c->head_dim, cs, sn);
-    }
-    /* causal softmax attention, one task per (token, head) */
-    attn_job job = {s, l, nb};
-    pool_run(s->pool, attn_task, &job, nb * c->n_heads);
-    mm(s, &L->wo, s->att, nb, s->proj);
-    add_bias(s->proj, L->bo, nb, c->dim);
+    project_kv(s, L, l, s->xb, nb);
+    project_q(s, L, s->xb, nb, NULL);
+    attend(s, L, l, nb, NULL);
 }
 
 /* Decide the experts of every token in the chunk and group tokens by
@@ -359,7 +380,12 @@ static void route(moe_session *s, int l, int moe_idx, int nb)
         s->group_n[0] = nb;
         return;
     }
-    mm(s, &L->router, s->xb, nb, s->rlogits);
+    if (L->router0.data) { /* MiCRo: gate.1(gate.0(x)) on the layer's input */
+        mm(s, &L->router0, s->x, nb, s->xe);
+        mm(s, &L->router, s->xe, nb, s->rlogits);
+    } else {
+        mm(s, &L->router, s->xb, nb, s->rlogits);
+    }
     const controls *ctl = &s->ctl;
     size_t nml = (size_t)s->m->info.n_moe_layers, stride = (size_t)ne;
     const float *bias = ctl->bias + (size_t)l * ne;
@@ -461,6 +487,68 @@ static void experts(moe_session *s, int l, int nb)
     }
 }
 
+/* A MiCRo layer: each expert is a whole decoder block (residuals
+ * inside), and the layer's output is the weighted sum of the chosen
+ * blocks' outputs. Every block keeps keys and values for every position,
+ * chosen or not, as the released code does; only the chosen blocks run
+ * their queries, attention and MLP. */
+static void micro_layer(moe_session *s, int l, int moe_idx, int nb)
+{
+    const layer_weights *L = &s->m->layers[l];
+    int dim = s->m->cfg.dim;
+    float eps = (float)s->m->cfg.norm_eps;
+    route(s, l, moe_idx, nb);
+    memset(s->acc, 0, (size_t)nb * dim * sizeof(float));
+    for (int e = 0; e < L->n_experts; e++) {
+        const layer_weights *B = &L->blocks[e];
+        int slot = l * s->m->kv_slots + e;
+        /* the block's input: normed (Llama) or raw (OLMo-2 post-norms) */
+        const float *in = s->x;
+        if (B->attn_norm) {
+            for (int t = 0; t < nb; t++)
+                rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, B->attn_norm, dim, eps);
+            in = s->xb;
+        }
+        project_kv(s, B, slot, in, nb);
+        s->last_ok[slot] = 0;
+        int n = s->group_n[e];
+        if (!n)
+            continue;
+        const int *tok = s->group_tok + (size_t)e * s->n_batch;
+        const float *w = s->group_w + (size_t)e * s->n_batch;
+        for (int i = 0; i < n; i++)
+            memcpy(s->xe + (size_t)i * dim, in + (size_t)tok[i] * dim, (size_t)dim * sizeof(float));
+        project_q(s, B, s->xe, n, tok);
+        attend(s, B, slot, n, tok);
+        /* h = x + attention; the MLP's input is norm(h) or h */
+        for (int i = 0; i < n; i++) {
+            float *h = s->hbuf + (size_t)i * dim, *o = s->proj + (size_t)i * dim;
+            if (B->post_attn_norm)
+                rmsnorm(o, o, B->post_attn_norm, dim, eps);
+            for (int d = 0; d < dim; d++)
+                h[d] = s->x[(size_t)tok[i] * dim + d] + o[d];
+            if (B->ffn_norm)
+                rmsnorm(s->xe + (size_t)i * dim, h, B->ffn_norm, dim, eps);
+            else
+                memcpy(s->xe + (size_t)i * dim, h, (size_t)dim * sizeof(float));
+        }
+        if (tok[n - 1] == nb - 1) {
+            memcpy(s->last_in + (size_t)slot * dim, s->xe + (size_t)(n - 1) * dim, (size_t)dim * sizeof(float));
+            s->last_ok[slot] = 1;
+        }
+        swiglu(s, &B->dense, n, l, MOE_OFFSET_MLP, e);
+        for (int i = 0; i < n; i++) {
+            float *y = s->xe + (size_t)i * dim, *h = s->hbuf + (size_t)i * dim;
+            if (B->post_ffn_norm)
+                rmsnorm(y, y, B->post_ffn_norm, dim, eps);
+            for (int d = 0; d < dim; d++)
+                y[d] += h[d];
+            kern_axpy(w[i], y, s->acc + (size_t)tok[i] * dim, (size_t)dim);
+        }
+    }
+    memcpy(s->x, s->acc, (size_t)nb * dim * sizeof(float));
+}
+
 static void deliver_trace(moe_session *s, const int32_t *ids, int nb)
 {
     if (!s->sink.on_token)
@@ -487,6 +575,20 @@ static void deliver_trace(moe_session *s, const int32_t *ids, int nb)
     }
 }
 
+/* Steering on the residual stream after layer l; and the latest token's
+ * hidden state there, for the neuron picker. */
+static void resid_offsets(moe_session *s, int l, int nb)
+{
+    int dim = s->m->cfg.dim;
+    for (int o = 0; o < s->ctl.n_offsets; o++) {
+        const moe_offset *off = &s->ctl.offsets[o];
+        if (off->kind == MOE_OFFSET_RESID && off->layer == l)
+            for (int t = 0; t < nb; t++)
+                s->x[(size_t)t * dim + off->neuron] += off->delta;
+    }
+    memcpy(s->last_out + (size_t)l * dim, s->x + (size_t)(nb - 1) * dim, (size_t)dim * sizeof(float));
+}
+
 /* The forward pass of one chunk; logits of its last token. */
 static void forward(moe_session *s, const int32_t *ids, int nb)
 {
@@ -504,6 +606,11 @@ static void forward(moe_session *s, const int32_t *ids, int nb)
     int moe_idx = 0;
     for (int l = 0; l < c->n_layers; l++) {
         const layer_weights *L = &m->layers[l];
+        if (L->blocks) {
+            micro_layer(s, l, moe_idx++, nb);
+            resid_offsets(s, l, nb);
+            continue;
+        }
         /* attention block: x += attn(norm(x)) */
         for (int t = 0; t < nb; t++)
             rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->attn_norm, dim, eps);
@@ -513,19 +620,14 @@ static void forward(moe_session *s, const int32_t *ids, int nb)
         /* MLP block: x += sum of chosen experts' outputs on norm(x) */
         for (int t = 0; t < nb; t++)
             rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, L->ffn_norm, dim, eps);
-        memcpy(s->last_in + (size_t)l * dim, s->xb + (size_t)(nb - 1) * dim, (size_t)dim * sizeof(float));
+        memcpy(s->last_in + (size_t)l * m->kv_slots * dim, s->xb + (size_t)(nb - 1) * dim,
+               (size_t)dim * sizeof(float));
+        s->last_ok[l * m->kv_slots] = 1;
         route(s, l, moe_idx, nb);
         experts(s, l, nb);
         for (size_t i = 0; i < (size_t)nb * dim; i++)
             s->x[i] += s->proj[i];
-        /* steering: offsets on the residual stream after this layer */
-        for (int o = 0; o < s->ctl.n_offsets; o++) {
-            const moe_offset *off = &s->ctl.offsets[o];
-            if (off->kind == MOE_OFFSET_RESID && off->layer == l)
-                for (int t = 0; t < nb; t++)
-                    s->x[(size_t)t * dim + off->neuron] += off->delta;
-        }
-        memcpy(s->last_out + (size_t)l * dim, s->x + (size_t)(nb - 1) * dim, (size_t)dim * sizeof(float));
+        resid_offsets(s, l, nb);
         moe_idx += L->n_experts ? 1 : 0;
     }
     /* final norm and the vocabulary projection, last token only */
@@ -592,10 +694,20 @@ int moe_session_activations(moe_session *s, int layer, moe_offset_kind kind, int
         return dim;
     }
     const mlp_weights *W;
+    int slot = layer * m->kv_slots;
     if (kind == MOE_OFFSET_SHARED) {
         if (!L->shared.gate.data)
             return moe_fail(err, MOE_EINVAL, "layer %d has no shared expert", layer), -1;
         W = &L->shared;
+    } else if (L->blocks) {
+        if (expert < 0 || expert >= L->n_experts)
+            return moe_fail(err, MOE_EINVAL, "expert %d does not exist in layer %d", expert, layer), -1;
+        if (!s->last_ok[layer * m->kv_slots + expert])
+            return moe_fail(err, MOE_EINVAL, "expert %d of layer %d did not run for the latest token", expert,
+                            layer),
+                   -1;
+        W = &L->blocks[expert].dense;
+        slot = layer * m->kv_slots + expert;
     } else if (L->n_experts) {
         if (expert < 0 || expert >= L->n_experts)
             return moe_fail(err, MOE_EINVAL, "expert %d does not exist in layer %d", expert, layer), -1;
@@ -604,7 +716,7 @@ int moe_session_activations(moe_session *s, int layer, moe_offset_kind kind, int
         W = &L->dense;
     }
     /* one row through the same MLP code the forward pass uses */
-    memcpy(s->xe, s->last_in + (size_t)layer * dim, (size_t)dim * sizeof(float));
+    memcpy(s->xe, s->last_in + (size_t)slot * dim, (size_t)dim * sizeof(float));
     mlp_hidden(s, W, 1, layer, kind, L->n_experts ? expert : 0);
     int ff = W->gate.rows;
     memcpy(out, s->h1, (size_t)(cap < ff ? cap : ff) * sizeof(float));

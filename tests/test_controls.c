@@ -439,8 +439,10 @@ static void activations(void)
 
 int main(void)
 {
-    golden_cases("mixtral-tiny");
-    golden_cases("llama-tiny");
+    static const char *models[] = {"mixtral-tiny", "llama-tiny", "micro-llama-tiny", "micro-olmo-tiny",
+                                   "olmoe-tiny", "qwen2moe-tiny"};
+    for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
+        golden_cases(models[i]);
     refusals();
     equivalences();
     capacity_and_reprefill();

@@ -266,7 +266,8 @@ int main(void)
 {
     static const char *models[] = {"llama-tiny", "llama3-tiny", "mixtral-tiny", "mixtral-tiny-f16",
                                    "mixtral-tiny-bf16", "mixtral-tiny-swa", "olmoe-tiny",
-                                   "qwen2moe-tiny", "qwen3moe-tiny"};
+                                   "qwen2moe-tiny", "qwen3moe-tiny", "micro-llama-tiny", "micro-olmo-tiny",
+                                   "mixtral-tiny-fused", "qwen3moe-tiny-fused"};
     for (size_t i = 0; i < sizeof models / sizeof models[0]; i++)
         test_model(models[i]);
     test_info();

@@ -60,6 +60,8 @@ typedef struct {
     int k;                     /* experts per token as configured */
     int renormalize;           /* the chosen experts' weights are rescaled to sum to 1 */
     int n_moe_layers;          /* layers with a router; the others are dense */
+    const char *const *expert_names; /* (n_experts) names (MiCRo: logic, social, world,
+                                      * language), or NULL: experts are numbers */
     int vocab;
     int max_pos;               /* max_position_embeddings */
     int tied_embeddings;
