@@ -530,6 +530,7 @@ moe_status moe_model_open(const char *path_or_id, moe_model **out, moe_error *er
     in->vocab = c->vocab;
     in->max_pos = c->max_pos;
     in->tied_embeddings = c->tied;
+    in->kv_bytes_per_token = 2ull * c->n_layers * m->kv_slots * c->n_kv_heads * c->head_dim * sizeof(float);
     in->bos_id = c->bos_id;
     in->eos_id = c->eos_id;
     in->rope_theta = (float)c->rope_theta;

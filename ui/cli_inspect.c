@@ -42,7 +42,7 @@ int cmd_inspect(int argc, char **argv)
     const moe_model_info *in = moe_model_info_get(m);
     if (!ctx)
         ctx = in->max_pos < 4096 ? in->max_pos : 4096;
-    double kv = 2.0 * in->n_layers * ctx * in->n_kv_heads * in->head_dim * sizeof(float);
+    double kv = (double)in->kv_bytes_per_token * ctx;
 
     printf("%-22s %s\n", "path", in->path);
     printf("%-22s %s (%s)\n", "architecture", in->arch, in->hf_class);
@@ -58,6 +58,11 @@ int cmd_inspect(int argc, char **argv)
         else
             printf("%-22s %d in %d MoE layers\n", "experts", in->n_experts, in->n_moe_layers);
         printf("%-22s %d\n", "experts per token", in->k);
+        if (in->expert_names) {
+            printf("%-22s", "expert names");
+            for (int e = 0; e < in->n_experts; e++)
+                printf(" %d %s%s", e, in->expert_names[e], e + 1 < in->n_experts ? "," : "\n");
+        }
         printf("%-22s softmax, top-%d, %s\n", "routing", in->k,
                in->renormalize ? "weights renormalised" : "weights as probabilities (not renormalised)");
         if (in->n_shared_experts)

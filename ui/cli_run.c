@@ -400,7 +400,7 @@ int cmd_run(int argc, char **argv)
     if (!o.print_ids) {
         fprintf(stderr, "seed %llu\n", (unsigned long long)o.sp.seed);
         if (colour)
-            colour_legend(stderr, in->n_experts, NULL);
+            colour_legend(stderr, in->n_experts, in->expert_names);
     }
 
     for (int i = 0; i < o.n_prompt; i++)

@@ -2,8 +2,10 @@
  * cli_*.c file and uses only the engine's public API. */
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "tui/explore.h"
 
 typedef struct {
     const char *name;
@@ -17,11 +19,13 @@ static const command COMMANDS[] = {
     {"bench", cmd_bench, "measure prompt processing and generation speed"},
     {"analyze", cmd_analyze, "routing statistics over texts: shares, runs, load balance"},
     {"tokenize", cmd_tokenize, "text to token ids (or ids to text) on stdin, line by line"},
+    {"explore", cmd_explore, "the full-screen explorer (also: moescope [MODEL])"},
 };
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: moescope COMMAND [MODEL] [OPTIONS]\n\ncommands:\n");
+    fprintf(f, "usage: moescope [MODEL]            the explorer (default: the bundled model)\n"
+               "       moescope COMMAND [MODEL] [OPTIONS]\n\ncommands:\n");
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         fprintf(f, "  %-8s %s\n", COMMANDS[i].name, COMMANDS[i].summary);
     fprintf(f, "\nMODEL is a directory with config.json and *.safetensors, or a Hugging Face\n"
@@ -31,9 +35,11 @@ static void usage(FILE *f)
 int main(int argc, char **argv)
 {
     blas_env_select(argv);
-    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
-        usage(argc < 2 ? stderr : stdout);
-        return argc < 2 ? 2 : 0;
+    if (argc < 2)
+        return cmd_explore(argc, argv);
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        usage(stdout);
+        return 0;
     }
     if (strcmp(argv[1], "--version") == 0) {
         printf("moescope %s\n", PACKAGE_VERSION);
@@ -42,6 +48,9 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof COMMANDS / sizeof COMMANDS[0]; i++)
         if (strcmp(argv[1], COMMANDS[i].name) == 0)
             return COMMANDS[i].run(argc - 1, argv + 1);
+    /* not a command: explorer options, or a model path or Hugging Face id (org/name) */
+    if (argv[1][0] == '-' || strchr(argv[1], '/') || access(argv[1], F_OK) == 0)
+        return cmd_explore(argc, argv);
     fprintf(stderr, "moescope: unknown command '%s'\n\n", argv[1]);
     usage(stderr);
     return 2;

@@ -141,6 +141,8 @@ trace_json *trace_json_new(const moe_model *m, const moe_tokenizer *tok, const m
     cJSON_AddNumberToObject(model, "n_moe_layers", in->n_moe_layers);
     cJSON_AddNumberToObject(model, "n_experts", in->n_experts);
     cJSON_AddNumberToObject(model, "k", in->k);
+    if (in->expert_names)
+        cJSON_AddItemToObject(model, "expert_names", cJSON_CreateStringArray(in->expert_names, in->n_experts));
     cJSON *s = cJSON_AddObjectToObject(t->root, "sampler");
     /* floats rounded to what a user typed: 0.95, not 0.949999988 */
     cJSON_AddNumberToObject(s, "temp", round(sp->temp * 1e6) / 1e6);

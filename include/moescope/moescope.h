@@ -73,6 +73,7 @@ typedef struct {
     uint64_t params_active;    /* read per token with the configured k */
     uint64_t weight_bytes;     /* bytes of all tensors the model uses */
     uint64_t active_bytes;     /* weight bytes read per generated token */
+    uint64_t kv_bytes_per_token; /* KV cache bytes per position (f32; MiCRo: every block's) */
 } moe_model_info;
 
 /* Open a model: a directory holding config.json and *.safetensors (one file

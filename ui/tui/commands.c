@@ -1,0 +1,294 @@
+/* The explorer's commands: one table (name, arguments, handler, help)
+ * shared by the `:` line, the prompt's ":..." lines and the key bindings,
+ * which call the same handlers. The control verbs are the CLI's own
+ * vocabulary (controls_parse.h), applied between two tokens. */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../controls_parse.h"
+#include "../trace_json.h"
+#include "tui.h"
+
+void tui_message(tui *t, int err, const char *fmt, ...)
+{
+    va_list ap;
+    pthread_mutex_lock(&t->lock);
+    va_start(ap, fmt);
+    vsnprintf(t->msg, sizeof t->msg, fmt, ap);
+    va_end(ap);
+    t->msg_err = err;
+    pthread_mutex_unlock(&t->lock);
+}
+
+static int off_same(const moe_offset *a, const moe_offset *b)
+{
+    return a->layer == b->layer && a->kind == b->kind && a->expert == b->expert && a->neuron == b->neuron;
+}
+
+/* Called with sess_lock held. */
+static void view_refresh_locked(tui *t)
+{
+    const convo *c = &t->conv; /* route_layer is written only with sess_lock held too */
+    for (int r = 0; r < c->n_routes; r++) {
+        int layer = c->route_layer[r];
+        t->view.k[r] = moe_session_get_k(t->s, layer);
+        for (int e = 0; e < c->n_experts; e++)
+            t->view.on[(size_t)r * c->n_experts + e] = (uint8_t)moe_session_expert_on(t->s, layer, e);
+    }
+    /* Update the list in place, so rows keep their order: muted entries
+     * stay, the others take the engine's delta or go; new ones go last. */
+    int n;
+    const moe_offset *off = moe_session_offsets(t->s, &n);
+    int nk = 0;
+    for (int i = 0; i < t->n_steer; i++) {
+        steer_entry *se = &t->steer[i];
+        int found = -1;
+        for (int j = 0; j < n && found < 0; j++)
+            if (off_same(&se->o, &off[j]))
+                found = j;
+        if (found >= 0) {
+            se->o.delta = off[found].delta;
+            se->muted = 0;
+        }
+        if (found >= 0 || se->muted)
+            t->steer[nk++] = *se;
+    }
+    for (int j = 0; j < n && nk < MAX_STEER; j++) {
+        int dup = 0;
+        for (int i = 0; i < nk; i++)
+            dup |= off_same(&t->steer[i].o, &off[j]);
+        if (!dup)
+            t->steer[nk++] = (steer_entry){off[j], 0};
+    }
+    t->n_steer = nk;
+    if (t->sel_steer >= nk)
+        t->sel_steer = nk ? nk - 1 : 0;
+}
+
+void view_refresh(tui *t)
+{
+    pthread_mutex_lock(&t->sess_lock);
+    view_refresh_locked(t);
+    pthread_mutex_unlock(&t->sess_lock);
+}
+
+int command_control(tui *t, const char *verb, const char *arg)
+{
+    char msg[512];
+    pthread_mutex_lock(&t->sess_lock);
+    int rc = control_apply(t->s, verb, arg, msg, sizeof msg);
+    int nlog = 0;
+    const moe_control_event *log = moe_session_control_log(t->s, &nlog);
+    if (!rc && nlog)
+        snprintf(msg, sizeof msg, "%s (from token %d)", log[nlog - 1].text, log[nlog - 1].pos);
+    else if (!rc)
+        snprintf(msg, sizeof msg, "%s %s", verb, arg);
+    view_refresh_locked(t);
+    pthread_mutex_unlock(&t->sess_lock);
+    tui_message(t, rc != 0, "%s", msg);
+    return KEY_REDRAW;
+}
+
+typedef struct {
+    const char *name, *alias, *args, *help;
+    int (*run)(tui *t, const char *verb, const char *arg);
+} command;
+
+static int cmd_ctl(tui *t, const char *verb, const char *arg)
+{
+    if (!*arg) {
+        tui_message(t, 1, "%s needs an argument (see F1)", verb);
+        return KEY_REDRAW;
+    }
+    return command_control(t, verb, arg);
+}
+
+static int cmd_colour(tui *t, const char *verb, const char *arg)
+{
+    (void)verb;
+    if (!strcmp(arg, "vote") || !*arg) {
+        t->colour_layer = -1;
+        tui_message(t, 0, "colour: the layers' majority vote");
+        return KEY_REDRAW;
+    }
+    char *end;
+    long l = strtol(arg[0] == 'L' || arg[0] == 'l' ? arg + 1 : arg, &end, 10);
+    int r = -1;
+    for (int i = 0; i < t->conv.n_routes; i++)
+        if (t->conv.route_layer[i] == l)
+            r = i;
+    if (*end || r < 0) {
+        tui_message(t, 1, "colour: expected vote or an MoE layer, not '%s'", arg);
+        return KEY_REDRAW;
+    }
+    t->colour_layer = r;
+    tui_message(t, 0, "colour: top-1 expert of layer %ld", l);
+    return KEY_REDRAW;
+}
+
+static int cmd_job(tui *t, const char *verb, const char *arg)
+{
+    (void)arg;
+    int job = !strcmp(verb, "reprefill") ? JOB_REPREFILL : JOB_CLEAR;
+    if (worker_submit(t, job, NULL))
+        tui_message(t, 1, "busy generating: Esc stops it first");
+    return KEY_REDRAW;
+}
+
+static int cmd_reset(tui *t, const char *verb, const char *arg)
+{
+    (void)verb;
+    (void)arg;
+    pthread_mutex_lock(&t->sess_lock);
+    moe_session_reset_controls(t->s);
+    t->n_steer = 0;
+    t->view.forced = -1;
+    view_refresh_locked(t);
+    pthread_mutex_unlock(&t->sess_lock);
+    tui_message(t, 0, "controls reset: all experts on, k as the model says, no offsets");
+    return KEY_REDRAW;
+}
+
+static int cmd_quit(tui *t, const char *verb, const char *arg)
+{
+    (void)t;
+    (void)verb;
+    (void)arg;
+    return KEY_QUIT;
+}
+
+static int cmd_chat(tui *t, const char *verb, const char *arg)
+{
+    (void)verb;
+    (void)arg;
+    tui_message(t, 1, "chat mode is not available yet: prompts continue the text (raw completion)");
+    return KEY_REDRAW;
+}
+
+static int cmd_save(tui *t, const char *verb, const char *arg)
+{
+    (void)verb;
+    const char *path = *arg ? arg : "moescope-trace.json";
+    trace_json *tj = trace_json_new(t->m, t->tok, &t->sp);
+    char msg[512];
+    if (!tj) {
+        tui_message(t, 1, "save: out of memory");
+        return KEY_REDRAW;
+    }
+    moe_trace_sink sink = trace_json_sink(tj);
+    pthread_mutex_lock(&t->lock);
+    const convo *c = &t->conv;
+    moe_route *routes = calloc((size_t)c->n_routes + 1, sizeof *routes);
+    int *ex = calloc((size_t)c->n_routes * (size_t)c->n_experts + 1, sizeof *ex);
+    int n = c->n;
+    for (int i = 0; routes && ex && i < n; i++) {
+        trace_json_set_prompt(tj, c->tok[i].prompt);
+        convo_replay(c, i, routes, ex, &sink);
+    }
+    pthread_mutex_unlock(&t->lock);
+    int rc = -1;
+    if (routes && ex) {
+        pthread_mutex_lock(&t->sess_lock);
+        int nlog;
+        const moe_control_event *log = moe_session_control_log(t->s, &nlog);
+        trace_json_set_controls(tj, log, nlog);
+        pthread_mutex_unlock(&t->sess_lock);
+        rc = trace_json_write(tj, path, msg, sizeof msg);
+    } else {
+        snprintf(msg, sizeof msg, "out of memory");
+    }
+    free(routes);
+    free(ex);
+    trace_json_free(tj);
+    if (rc)
+        tui_message(t, 1, "save: %s", msg);
+    else
+        tui_message(t, 0, "saved %d tokens to %s", n, path);
+    return KEY_REDRAW;
+}
+
+static int cmd_int(tui *t, const char *verb, const char *arg)
+{
+    char *end;
+    long v = strtol(arg, &end, 10);
+    if (!*arg || *end || v < 1 || v > 1 << 20) {
+        tui_message(t, 1, "%s: expected a positive number, not '%s'", verb, arg);
+        return KEY_REDRAW;
+    }
+    t->n_predict = (int)v;
+    tui_message(t, 0, "replies are up to %ld tokens", v);
+    return KEY_REDRAW;
+}
+
+static int cmd_eos(tui *t, const char *verb, const char *arg)
+{
+    (void)verb;
+    t->ignore_eos = !strcmp(arg, "off");
+    tui_message(t, 0, t->ignore_eos ? "generation goes on past end-of-text" : "generation stops at end-of-text");
+    return KEY_REDRAW;
+}
+
+static int cmd_help(tui *t, const char *verb, const char *arg)
+{
+    (void)verb;
+    (void)arg;
+    t->help = 1;
+    return KEY_REDRAW;
+}
+
+static const command COMMANDS[] = {
+    {"k", NULL, "N | L:N", "experts per token, all layers or layer L", cmd_ctl},
+    {"off", NULL, "E[,E] | L:E", "switch experts off (all layers or layer L)", cmd_ctl},
+    {"on", NULL, "E[,E] | L:E", "switch experts back on", cmd_ctl},
+    {"force", NULL, "E[,E] | none", "send every token to these experts", cmd_ctl},
+    {"bias", NULL, "E=X | L:E=X", "add X to expert E's router logit", cmd_ctl},
+    {"offset", NULL, "L:N=D | L:E:N=D", "add D to a neuron (L:resid:N=D, L:shared:N=D)", cmd_ctl},
+    {"capacity", NULL, "C[,drop] | off", "mark (or drop) assignments past capacity", cmd_ctl},
+    {"colour", "color", "vote | L", "colour tokens by the layers' vote or layer L", cmd_colour},
+    {"reprefill", NULL, "", "run the conversation again under the controls", cmd_job},
+    {"clear", "new", "", "start a new conversation", cmd_job},
+    {"reset", NULL, "", "lift every control", cmd_reset},
+    {"save", "w", "[FILE]", "write the routing trace as JSON", cmd_save},
+    {"n", "tokens", "N", "tokens per reply", cmd_int},
+    {"eos", NULL, "on | off", "stop at end-of-text (on) or go on", cmd_eos},
+    {"chat", NULL, "on | off", "chat template (not available yet)", cmd_chat},
+    {"help", NULL, "", "this help", cmd_help},
+    {"quit", "q", "", "leave moescope", cmd_quit},
+};
+#define N_COMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
+
+int command_run(tui *t, const char *line)
+{
+    char buf[256];
+    while (*line == ' ' || *line == ':')
+        line++;
+    snprintf(buf, sizeof buf, "%s", line);
+    size_t len = strlen(buf);
+    while (len && buf[len - 1] == ' ')
+        buf[--len] = 0;
+    if (!len)
+        return KEY_REDRAW;
+    char *arg = strchr(buf, ' ');
+    if (arg) {
+        *arg++ = 0;
+        while (*arg == ' ')
+            arg++;
+    } else {
+        arg = buf + len;
+    }
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (!strcmp(buf, COMMANDS[i].name) || (COMMANDS[i].alias && !strcmp(buf, COMMANDS[i].alias)))
+            return COMMANDS[i].run(t, COMMANDS[i].name, arg);
+    tui_message(t, 1, "unknown command '%s' (F1 lists them)", buf);
+    return KEY_REDRAW;
+}
+
+int command_help(char lines[][96], int max)
+{
+    int n = 0;
+    for (int i = 0; i < N_COMMANDS && n < max; i++, n++)
+        snprintf(lines[n], 96, ":%-9s %-15s %s", COMMANDS[i].name, COMMANDS[i].args, COMMANDS[i].help);
+    return n;
+}

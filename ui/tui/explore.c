@@ -1,0 +1,201 @@
+/* moescope [MODEL] / moescope explore [MODEL]: the explorer. Finds the
+ * model (the bundled one when none is given), builds the session, the
+ * worker and the terminal, runs the screen, and takes it all down again in
+ * reverse order through one exit path. */
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../args.h"
+#include "../cli.h"
+#include "explore.h"
+#include "term.h"
+#include "tui.h"
+
+static const char EXPLORE_USAGE[] =
+    "usage: moescope [explore] [MODEL] [options]\n"
+    "  MODEL                  a model directory or Hugging Face id (default: the bundled\n"
+    "                         model: $MOESCOPE_MODEL, then assets/tiny-mixtral next to the program)\n"
+    "  -n, --n-predict N      tokens per reply (default 64)\n"
+    "  --temp T               temperature; 0 is greedy (default 0.8)\n"
+    "  --seed S               sampling seed (default: random)\n"
+    "  -t, --threads N        threads (default: all cores)\n"
+    "  -c, --ctx-size N       context length (default: min(model maximum, 4096))\n"
+    "  --ignore-eos           keep generating past the end-of-sequence token\n"
+    "Inside: F1 or ? lists every key and command.\n";
+
+/* The bundled model: $MOESCOPE_MODEL, then beside the executable
+ * (<exe>/../assets/tiny-mixtral for the build tree and installs,
+ * <exe>/assets/tiny-mixtral), then the compiled-in data directory. */
+static int find_default_model(char *buf, size_t len)
+{
+    const char *env = getenv("MOESCOPE_MODEL");
+    if (env && *env) {
+        snprintf(buf, len, "%s", env);
+        return 0;
+    }
+    char exe[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash)
+            *slash = 0;
+        static const char *const REL[] = {"/../assets/tiny-mixtral", "/assets/tiny-mixtral",
+                                          "/../share/moescope/tiny-mixtral"};
+        for (size_t i = 0; i < sizeof REL / sizeof REL[0]; i++) {
+            char p[PATH_MAX + 64], cfg[PATH_MAX + 80];
+            snprintf(p, sizeof p, "%s%s", exe, REL[i]);
+            snprintf(cfg, sizeof cfg, "%s/config.json", p);
+            if (access(cfg, R_OK) == 0 && strlen(p) < len) {
+                memcpy(buf, p, strlen(p) + 1);
+                return 0;
+            }
+        }
+    }
+#ifdef MOESCOPE_DATADIR
+    snprintf(buf, len, "%s/tiny-mixtral", MOESCOPE_DATADIR);
+    return 0;
+#else
+    return -1;
+#endif
+}
+
+int cmd_explore(int argc, char **argv)
+{
+    const char *model = NULL;
+    long threads = 0, ctx = 0, n_predict = 64;
+    int ignore_eos = 0, seed_set = 0;
+    moe_sampler_params sp = moe_sampler_defaults();
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        double f;
+#define IS(s) (strcmp(a, s) == 0)
+        if (IS("--help") || IS("-h")) {
+            fputs(EXPLORE_USAGE, stdout);
+            return 0;
+        } else if (IS("--ignore-eos")) {
+            ignore_eos = 1;
+        } else if (a[0] != '-') {
+            if (model)
+                return fail_msg("unexpected argument '%s' (the model is '%s')", a, model);
+            model = a;
+        } else if (!v) {
+            return fail_msg("%s needs a value (see moescope explore --help)", a);
+        } else if (IS("-n") || IS("--n-predict")) {
+            if (!arg_int(a, v, 1, 1 << 20, &n_predict)) return 2;
+            i++;
+        } else if (IS("-t") || IS("--threads")) {
+            if (!arg_int(a, v, 1, 256, &threads)) return 2;
+            i++;
+        } else if (IS("-c") || IS("--ctx-size")) {
+            if (!arg_int(a, v, 16, 1 << 20, &ctx)) return 2;
+            i++;
+        } else if (IS("--temp")) {
+            if (!arg_float(a, v, 0, 100, &f)) return 2;
+            sp.temp = (float)f;
+            i++;
+        } else if (IS("--seed")) {
+            char *end;
+            sp.seed = strtoull(v, &end, 10);
+            if (!*v || *end || *v == '-')
+                return fail_msg("--seed expects a non-negative integer, not '%s'", v);
+            seed_set = 1;
+            i++;
+        } else {
+            return fail_msg("unknown option '%s' (see moescope explore --help)", a);
+        }
+#undef IS
+    }
+    char def[PATH_MAX];
+    if (!model) {
+        if (find_default_model(def, sizeof def))
+            return fail_msg("no model given and the bundled one was not found; set MOESCOPE_MODEL or "
+                            "give a model directory");
+        model = def;
+    }
+    if (!seed_set)
+        sp.seed = (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 16);
+
+    tui *t = calloc(1, sizeof *t);
+    if (!t)
+        return fail_msg("out of memory");
+    int rc = 1, term = 0, worker = 0, locks = 0;
+    moe_error err = {0};
+    t->sp = sp;
+    t->n_predict = (int)n_predict;
+    t->ignore_eos = ignore_eos;
+    t->cursor = -1;
+    t->colour_layer = -1;
+    t->view.forced = -1;
+    moe_session_params prm = {(int)ctx, (int)threads, 0};
+    if (moe_model_open(model, &t->m, &err) || moe_session_new(t->m, &prm, &t->s, &err)) {
+        fail_msg("%s", err.msg);
+        goto done;
+    }
+    t->info = moe_model_info_get(t->m);
+    if (moe_sampler_new(&sp, t->info->vocab, &t->smp, &err)) {
+        fail_msg("%s", err.msg);
+        goto done;
+    }
+    char tp[PATH_MAX + 32];
+    snprintf(tp, sizeof tp, "%s/tokenizer.json", t->info->path);
+    if (access(tp, R_OK) == 0 && moe_tokenizer_open(t->info->path, &t->tok, &err)) {
+        fail_msg("%s", err.msg);
+        goto done;
+    }
+    t->model_name = strrchr(t->info->path, '/') && strrchr(t->info->path, '/')[1] ? strrchr(t->info->path, '/') + 1
+                                                                                : t->info->path;
+    int R = t->info->n_moe_layers, E = t->info->n_experts;
+    if (convo_init(&t->conv, R, E, t->info->n_layers, t->tok) ||
+        !(t->view.k = calloc((size_t)R + 1, sizeof *t->view.k)) ||
+        !(t->view.on = calloc((size_t)R * (size_t)E + 1, 1))) {
+        fail_msg("out of memory");
+        goto done;
+    }
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_mutex_init(&t->sess_lock, NULL);
+    pthread_cond_init(&t->cond, NULL);
+    locks = 1;
+    view_refresh(t);
+    if (worker_start(t)) {
+        fail_msg("cannot start the generation thread");
+        goto done;
+    }
+    worker = 1;
+    if (term_init())
+        goto done;
+    term = 1;
+    term_wake_fd = t->wake_fd[1];
+    t->nocolour = term_nocolour();
+    prompt_init(t);
+    tui_message(t, 0, "%s: %s, %d layers, %d experts, top-%d. Type a prompt and press Enter; F1 for help.",
+                t->model_name, t->info->arch, t->info->n_layers, E, t->info->k);
+    rc = screen_run(t) ? 1 : 0;
+    prompt_done();
+done:
+    if (term)
+        term_done();
+    if (worker)
+        worker_stop(t);
+    if (term_quit_signal && term)
+        fprintf(stderr, "moescope: quit on signal %d\n", (int)term_quit_signal);
+    if (locks) {
+        pthread_mutex_destroy(&t->lock);
+        pthread_mutex_destroy(&t->sess_lock);
+        pthread_cond_destroy(&t->cond);
+    }
+    free(t->job_text);
+    free(t->view.k);
+    free(t->view.on);
+    convo_done(&t->conv);
+    moe_tokenizer_free(t->tok);
+    moe_sampler_free(t->smp);
+    moe_session_free(t->s);
+    moe_model_close(t->m);
+    free(t);
+    return rc;
+}

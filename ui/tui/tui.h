@@ -1,0 +1,148 @@
+/* The explorer's shared state: the model and session, the conversation as
+ * the router saw it, the generation worker and what the screen shows.
+ *
+ * Two locks, never held together by the UI thread for long:
+ *   sess_lock  the session and sampler: the worker holds it while a token is
+ *              evaluated; the UI takes it only to change controls (so a change
+ *              lands between two tokens).
+ *   lock       the conversation, messages and worker flags: held briefly by
+ *              the worker to append a token and by the UI to compose a frame.
+ * The UI keeps its own copy of the controls (`view`), refreshed after every
+ * change it makes, so drawing never reads the session. */
+#ifndef MOE_TUI_H
+#define MOE_TUI_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+
+#include "convo.h"
+#include "moescope/moescope.h"
+
+enum { FOCUS_PROMPT, FOCUS_TRANSCRIPT, FOCUS_EXPERTS, FOCUS_STEER, FOCUS_COUNT };
+
+/* What a key handler or command tells the screen manager. */
+enum { KEY_UNHANDLED = 0, KEY_HANDLED = 1, KEY_REDRAW = 2, KEY_QUIT = 4 };
+
+typedef struct {
+    moe_offset o;
+    int muted;                 /* kept here with its delta; the engine has none */
+} steer_entry;
+
+#define MAX_STEER 64
+#define PICK_N 8
+
+typedef struct tui {
+    /* engine objects */
+    moe_model *m;
+    const moe_model_info *info;
+    moe_session *s;
+    moe_sampler *smp;
+    moe_sampler_params sp;
+    moe_tokenizer *tok;
+    const char *model_name;
+    pthread_mutex_t sess_lock;
+
+    /* guarded by lock */
+    pthread_mutex_t lock;
+    convo conv;
+    char msg[512];
+    int msg_err;
+    double tok_s;              /* generation speed of the latest reply */
+    int busy;                  /* the worker is running a job */
+
+    /* the worker (see worker.c) */
+    pthread_t thread;
+    pthread_cond_t cond;
+    int job;                   /* JOB_* pending, under lock */
+    char *job_text;
+    volatile sig_atomic_t stop;
+    int quit_worker;
+    int wake_fd[2];            /* worker -> UI: something changed */
+    int n_predict;
+    int ignore_eos;
+
+    /* UI thread only */
+    int focus;
+    int cursor;                /* selected token; -1: follow the latest */
+    int top_line;              /* first transcript line shown */
+    int colour_layer;          /* -1: majority vote over layers; else a layer */
+    int sel_route;             /* the router row under the cursor */
+    int sel_expert;            /* experts pane row */
+    int scope_layer;           /* experts pane acts on: 0 all layers, 1 sel_route's layer */
+    int sel_steer;
+    steer_entry steer[MAX_STEER];
+    int n_steer;
+    int picker;                /* the neuron picker is open */
+    int pick_sel, pick_n, pick_neuron[PICK_N];
+    float pick_val[PICK_N];
+    int pick_layer, pick_expert;
+    int help;
+    int cmdline;               /* the `:` line is open */
+    char cmd[256];
+    int cmd_len;
+    int confirm_quit;
+    int nocolour;
+    struct {                   /* the controls as last applied */
+        int *k;                /* (n_routes) */
+        uint8_t *on;           /* (n_routes, n_experts) */
+        int forced;            /* experts pane: forced expert, -1 none */
+    } view;
+} tui;
+
+/* ---- worker.c ---- */
+enum { JOB_NONE, JOB_GENERATE, JOB_REPREFILL, JOB_CLEAR };
+int worker_start(tui *t);
+void worker_stop(tui *t);
+/* Queue a job (text is copied). Returns 0, or -1 if the worker is busy. */
+int worker_submit(tui *t, int job, const char *text);
+void worker_wake(tui *t);
+
+/* ---- commands.c ---- */
+/* Run one `:` line ("off 3", "k L1:2", "save out.json"). Returns KEY_* flags;
+ * the outcome is in t->msg. */
+int command_run(tui *t, const char *line);
+/* Apply a control verb under the session lock and refresh the view. */
+int command_control(tui *t, const char *verb, const char *arg);
+void view_refresh(tui *t);
+void tui_message(tui *t, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Lines of help for the overlay: commands. */
+int command_help(char lines[][96], int max);
+
+/* ---- panes (pane_*.c): draw into a rectangle; handle a key ---- */
+typedef struct {
+    int y, x, h, w;
+} rect;
+/* Drawing helpers (screen.c): a box with a title (bold when focused), and
+ * UTF-8 text clipped to maxw columns; returns the columns used. */
+void ui_frame(rect r, const char *title, int focused);
+int ui_text(int y, int x, const char *s, int maxw);
+/* Columns of the UTF-8 string s[0..n). */
+int ui_width(const char *s, size_t n);
+void pane_transcript_draw(tui *t, rect r);
+int pane_transcript_key(tui *t, int key);
+void pane_router_draw(tui *t, rect r);
+void pane_usage_draw(tui *t, rect r);
+void pane_experts_draw(tui *t, rect r);
+int pane_experts_key(tui *t, int key);
+void pane_steer_draw(tui *t, rect r);
+int pane_steer_key(tui *t, int key);
+/* The selected token (clamped), or -1 when there is none. */
+int tui_selected(const tui *t);
+/* Key-help tables for the overlay: "key  what it does", NULL-terminated. */
+extern const char *const TRANSCRIPT_HELP[], *const EXPERTS_HELP[], *const STEER_HELP[];
+
+/* ---- screen.c ---- */
+int screen_run(tui *t);
+
+/* ---- prompt.c: the readline bridge ---- */
+int prompt_init(tui *t);
+void prompt_done(void);
+/* Feed one key; Enter hands the line to the screen (prompt_take_line). */
+void prompt_key(int key);
+/* A finished line (malloc'ed; caller frees) or NULL. */
+char *prompt_take_line(void);
+/* The prompt as shown and the cursor column within it. */
+const char *prompt_text(int *cursor_byte, const char **line);
+
+#endif

@@ -1,0 +1,214 @@
+/* The generation worker: one thread that runs the model so the screen never
+ * waits for it. It takes one job at a time (a prompt to continue, a
+ * re-prefill, a new conversation), evaluates token by token under the
+ * session lock, records routing through the trace sink and pokes the UI
+ * through a pipe after every token. `stop` ends a generation between two
+ * tokens. */
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "tui.h"
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+void worker_wake(tui *t)
+{
+    char c = 1;
+    ssize_t w = write(t->wake_fd[1], &c, 1); /* a full pipe already says it */
+    (void)w;
+}
+
+static void on_token(void *ctx, const moe_token_trace *tr)
+{
+    tui *t = ctx;
+    pthread_mutex_lock(&t->lock);
+    convo_add(&t->conv, tr);
+    pthread_mutex_unlock(&t->lock);
+    worker_wake(t);
+}
+
+static void fail(tui *t, const moe_error *err)
+{
+    tui_message(t, 1, "engine: %s", err->msg);
+}
+
+static void generate(tui *t, const char *text)
+{
+    moe_error err = {0};
+    int32_t *ids = NULL;
+    int n = 0;
+    pthread_mutex_lock(&t->sess_lock);
+    int pos = moe_session_pos(t->s);
+    if (t->tok) {
+        if (moe_tokenizer_encode(t->tok, text, strlen(text), pos == 0, &ids, &n, &err)) {
+            pthread_mutex_unlock(&t->sess_lock);
+            fail(t, &err);
+            return;
+        }
+    }
+    if (!t->tok || n == 0) {
+        pthread_mutex_unlock(&t->sess_lock);
+        free(ids);
+        tui_message(t, 1, t->tok ? "the prompt is empty" : "this model has no tokenizer.json: text prompts need one");
+        return;
+    }
+    if (pos + n >= moe_session_n_ctx(t->s)) {
+        pthread_mutex_unlock(&t->sess_lock);
+        free(ids);
+        tui_message(t, 1, "the context is full (%d of %d tokens): :clear starts a new conversation", pos,
+                    moe_session_n_ctx(t->s));
+        return;
+    }
+    pthread_mutex_lock(&t->lock);
+    t->conv.prompt_mode = 1;
+    pthread_mutex_unlock(&t->lock);
+    moe_status st = moe_session_eval(t->s, ids, n, &err);
+    for (int i = 0; i < n && !st; i++)
+        moe_sampler_accept(t->smp, ids[i]);
+    pthread_mutex_lock(&t->lock);
+    t->conv.prompt_mode = 0;
+    pthread_mutex_unlock(&t->lock);
+    pthread_mutex_unlock(&t->sess_lock);
+    free(ids);
+    if (st) {
+        fail(t, &err);
+        return;
+    }
+    int eos = t->info->eos_id, eos2 = moe_tokenizer_eos(t->tok), n_gen = 0;
+    double t0 = now();
+    const char *why = "done";
+    while (n_gen < t->n_predict) {
+        if (t->stop) {
+            why = "stopped";
+            break;
+        }
+        pthread_mutex_lock(&t->sess_lock);
+        if (moe_session_pos(t->s) >= moe_session_n_ctx(t->s)) {
+            pthread_mutex_unlock(&t->sess_lock);
+            why = "context full";
+            break;
+        }
+        int32_t id = moe_sampler_sample(t->smp, moe_session_logits(t->s));
+        moe_sampler_accept(t->smp, id);
+        st = moe_session_eval(t->s, &id, 1, &err);
+        pthread_mutex_unlock(&t->sess_lock);
+        if (st) {
+            fail(t, &err);
+            return;
+        }
+        n_gen++;
+        double dt = now() - t0;
+        pthread_mutex_lock(&t->lock);
+        t->tok_s = dt > 0 ? n_gen / dt : 0;
+        pthread_mutex_unlock(&t->lock);
+        if ((id == eos || id == eos2) && !t->ignore_eos) {
+            why = "end of text";
+            break;
+        }
+    }
+    tui_message(t, 0, "%s: %d tokens, %.1f tok/s", why, n_gen, t->tok_s);
+}
+
+static void *worker_main(void *arg)
+{
+    tui *t = arg;
+    pthread_mutex_lock(&t->lock);
+    for (;;) {
+        while (!t->job && !t->quit_worker)
+            pthread_cond_wait(&t->cond, &t->lock);
+        if (t->quit_worker)
+            break;
+        int job = t->job;
+        char *text = t->job_text;
+        t->job_text = NULL;
+        t->busy = 1;
+        t->stop = 0;
+        pthread_mutex_unlock(&t->lock);
+        worker_wake(t);
+
+        moe_error err = {0};
+        if (job == JOB_GENERATE) {
+            generate(t, text);
+        } else if (job == JOB_REPREFILL) {
+            pthread_mutex_lock(&t->sess_lock);
+            moe_status st = moe_session_reprefill(t->s, &err);
+            pthread_mutex_unlock(&t->sess_lock);
+            if (st)
+                fail(t, &err);
+            else
+                tui_message(t, 0, "re-prefilled the conversation under the current controls");
+        } else if (job == JOB_CLEAR) {
+            pthread_mutex_lock(&t->sess_lock);
+            moe_session_reset(t->s);
+            pthread_mutex_unlock(&t->sess_lock);
+            pthread_mutex_lock(&t->lock);
+            convo_clear(&t->conv);
+            pthread_mutex_unlock(&t->lock);
+            tui_message(t, 0, "new conversation");
+        }
+        free(text);
+        pthread_mutex_lock(&t->lock);
+        t->busy = 0;
+        t->job = JOB_NONE;
+        worker_wake(t);
+    }
+    pthread_mutex_unlock(&t->lock);
+    return NULL;
+}
+
+int worker_start(tui *t)
+{
+    if (pipe(t->wake_fd))
+        return -1;
+    for (int i = 0; i < 2; i++) {
+        fcntl(t->wake_fd[i], F_SETFL, fcntl(t->wake_fd[i], F_GETFL) | O_NONBLOCK);
+        fcntl(t->wake_fd[i], F_SETFD, FD_CLOEXEC);
+    }
+    moe_trace_sink sink = {t, on_token};
+    moe_session_set_trace(t->s, &sink);
+    /* Signals (resize, Ctrl-C from outside, termination) go to the UI
+     * thread, whose poll() they must interrupt. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = pthread_create(&t->thread, NULL, worker_main, t);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc ? -1 : 0;
+}
+
+void worker_stop(tui *t)
+{
+    pthread_mutex_lock(&t->lock);
+    t->quit_worker = 1;
+    t->stop = 1;
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    pthread_join(t->thread, NULL);
+    close(t->wake_fd[0]);
+    close(t->wake_fd[1]);
+}
+
+int worker_submit(tui *t, int job, const char *text)
+{
+    pthread_mutex_lock(&t->lock);
+    if (t->busy || t->job) {
+        pthread_mutex_unlock(&t->lock);
+        return -1;
+    }
+    t->job = job;
+    t->job_text = text ? strdup(text) : NULL;
+    t->busy = 1; /* from now: the screen shows it at once */
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+}
