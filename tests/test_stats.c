@@ -18,7 +18,7 @@ static void feed(moe_stats *st, int n_routes, int E, const int *experts, const f
     for (int r = 0; r < n_routes; r++) {
         for (int j = 0; j < k; j++)
             ex[r][j] = experts[j];
-        routes[r] = (moe_route){r, E, probs, k, ex[r], weights};
+        routes[r] = (moe_route){r, E, probs, k, ex[r], weights, NULL};
     }
     moe_token_trace t = {0, 0, n_routes, routes};
     moe_stats_add(st, &t);

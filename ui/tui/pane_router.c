@@ -37,12 +37,8 @@ void pane_router_draw(tui *t, rect r)
     if (sel < 0) {
         snprintf(title, sizeof title, "Router");
     } else {
-        char txt[40];
-        int j = 0;
-        for (int i = 0; i < c->tok[sel].len && j < 30; i++) {
-            unsigned char b = (unsigned char)c->tok[sel].text[i];
-            j += snprintf(txt + j, sizeof txt - (size_t)j, b >= 0x20 && b != 0x7f && b != '"' ? "%c" : "\\x%02x", b);
-        }
+        char txt[64];
+        ui_escape(c->tok[sel].text, c->tok[sel].len, txt, sizeof txt);
         snprintf(title, sizeof title, "Router \xc2\xb7 token \"%s\" (#%d)", txt, sel);
     }
     ui_frame(r, title, 0);

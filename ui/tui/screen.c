@@ -46,6 +46,29 @@ int ui_width(const char *s, size_t n)
     return w;
 }
 
+void ui_escape(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    mbstate_t ms;
+    memset(&ms, 0, sizeof ms);
+    for (size_t i = 0; i < n && o + 5 < cap;) {
+        unsigned char b = (unsigned char)s[i];
+        wchar_t wc;
+        size_t l = b < 0x80 ? 1 : mbrtowc(&wc, s + i, n - i, &ms);
+        if (b < 0x20 || b == 0x7f || b == '"' || l == (size_t)-1 || l == (size_t)-2 || l == 0) {
+            memset(&ms, 0, sizeof ms);
+            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", b);
+            i++;
+            continue;
+        }
+        if (o + l + 1 > cap)
+            break;
+        memcpy(out + o, s + i, l);
+        o += l, i += l;
+    }
+    out[o] = 0;
+}
+
 int ui_text(int y, int x, const char *s, int maxw)
 {
     size_t n = 0;

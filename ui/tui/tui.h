@@ -117,6 +117,9 @@ typedef struct {
  * UTF-8 text clipped to maxw columns; returns the columns used. */
 void ui_frame(rect r, const char *title, int focused);
 int ui_text(int y, int x, const char *s, int maxw);
+/* s[0..n) as printable UTF-8: control bytes, quotes and bytes that are not
+ * part of a valid character as \xNN; cut to fit out. */
+void ui_escape(const char *s, size_t n, char *out, size_t cap);
 /* Columns of the UTF-8 string s[0..n). */
 int ui_width(const char *s, size_t n);
 void pane_transcript_draw(tui *t, rect r);
