@@ -213,6 +213,26 @@ moe_status moe_session_force(moe_session *s, int layer, const int *experts, int 
     return MOE_OK;
 }
 
+int moe_session_forced(const moe_session *s, int layer, int *experts, int cap)
+{
+    const controls *c = session_controls_const(s);
+    if (layer < 0 || layer >= c->n_layers || !c->n_forced[layer])
+        return 0;
+    int n = 0;
+    for (int e = 0; e < c->n_experts; e++)
+        if (c->forced[(size_t)layer * c->n_experts + e] && n++ < cap)
+            experts[n - 1] = e;
+    return c->n_forced[layer];
+}
+
+float moe_session_bias(const moe_session *s, int layer, int expert)
+{
+    const controls *c = session_controls_const(s);
+    if (layer < 0 || layer >= c->n_layers || expert < 0 || expert >= c->n_experts)
+        return 0;
+    return c->bias[(size_t)layer * c->n_experts + expert];
+}
+
 moe_status moe_session_set_bias(moe_session *s, int layer, int expert, float delta, moe_error *err)
 {
     moe_status st;

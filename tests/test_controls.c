@@ -218,6 +218,15 @@ static void refusals(void)
     ok(moe_session_force(s, -1, dup, 2, &err) == MOE_EINVAL && strstr(err.msg, "twice"), "forcing 1,1: %s",
        err.msg);
     ok(moe_session_force(s, 0, bad, 1, &err) == MOE_EINVAL, "forcing expert 9: %s", err.msg);
+    int fx[8], two[2] = {6, 2};
+    ok(moe_session_force(s, 1, two, 2, &err) == MOE_OK && moe_session_forced(s, 1, fx, 8) == 2 && fx[0] == 2 &&
+           fx[1] == 6 && moe_session_forced(s, 0, fx, 8) == 0,
+       "the forced experts of a layer can be read back");
+    moe_session_force(s, 1, two, 0, &err);
+    ok(moe_session_set_bias(s, 2, 5, -1.5f, &err) == MOE_OK && moe_session_bias(s, 2, 5) == -1.5f &&
+           moe_session_bias(s, 1, 5) == 0,
+       "a bias can be read back");
+    moe_session_set_bias(s, 2, 5, 0, &err);
     ok(moe_session_set_k(s, 0, 0, &err) == MOE_EINVAL, "k 0: %s", err.msg);
     moe_offset o = {1, MOE_OFFSET_MLP, 3, 96, 1.0f};
     ok(moe_session_set_offset(s, &o, &err) == MOE_EINVAL && strstr(err.msg, "neuron 96"),
@@ -239,9 +248,9 @@ static void refusals(void)
        "masks are per layer");
     int n1;
     const moe_control_event *log = moe_session_control_log(s, &n1);
-    ok(n0 == 0 && n1 == 7 && nlog == 7, "refusals are not logged, the 7 changes are (%d entries)", n1);
-    ok(n1 >= 1 && !strcmp(log[0].text, "off L0:0") && log[0].pos == 0, "log entry: \"%s\" at %d",
-       n1 ? log[0].text : "", n1 ? log[0].pos : -1);
+    ok(n0 == 0 && n1 == 11 && nlog == 11, "refusals are not logged, the 11 changes are (%d entries)", n1);
+    ok(n1 >= 5 && !strcmp(log[4].text, "off L0:0") && log[4].pos == 0, "log entry: \"%s\" at %d",
+       n1 > 4 ? log[4].text : "", n1 > 4 ? log[4].pos : -1);
 
     int32_t ids[3] = {5, 6, 7};
     moe_session_eval(s, ids, 3, &err);
@@ -253,7 +262,7 @@ static void refusals(void)
     const moe_offset *offs = moe_session_offsets(s, &n_off);
     ok(n_off == 1 && offs[0].delta == -1.0f, "a second delta on one neuron replaces the first");
     log = moe_session_control_log(s, &n1);
-    ok(n1 == 9 && log[8].pos == 3 && !strcmp(log[8].text, "offset L2:4:10=-1"),
+    ok(n1 == 13 && log[12].pos == 3 && !strcmp(log[12].text, "offset L2:4:10=-1"),
        "changes after 3 tokens are logged at position 3: \"%s\"", log[n1 - 1].text);
     o.delta = 0;
     moe_session_set_offset(s, &o, &err);

@@ -178,6 +178,13 @@ int moe_session_expert_on(const moe_session *s, int layer, int expert);
  * weights from their probabilities under the model's rule; n = 0 lifts it. */
 moe_status moe_session_force(moe_session *s, int layer, const int *experts, int n, moe_error *err);
 
+/* The experts forced in `layer` (0 to n_layers-1): writes up to cap of
+ * them, in index order, and returns how many are forced (0: routing is
+ * free). */
+int moe_session_forced(const moe_session *s, int layer, int *experts, int cap);
+/* The router bias on one expert of one layer (0 when none). */
+float moe_session_bias(const moe_session *s, int layer, int expert);
+
 /* Add delta to one expert's router logit (before masks and the softmax);
  * it replaces the expert's previous bias. */
 moe_status moe_session_set_bias(moe_session *s, int layer, int expert, float delta, moe_error *err);
