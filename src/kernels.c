@@ -176,6 +176,7 @@ static void p_axpy(float a, const float *x, float *y, size_t n)
 
 /* Instantiate a row kernel for each weight type and 1-4 vectors: with both
  * as constants the compiler keeps every accumulator in a register. */
+// clang-format off
 #define ROWS_DISPATCH(kernel, t, n, ...)                                                       \
     switch ((int)(t) * 4 + (int)(n) - 1) {                                                     \
     case 0: kernel(MOE_F32, 1, __VA_ARGS__); break;                                            \
@@ -192,6 +193,7 @@ static void p_axpy(float a, const float *x, float *y, size_t n)
     case 11: kernel(MOE_BF16, 4, __VA_ARGS__); break;                                          \
     default: assert(!"bad dtype or vector count");                                             \
     }
+// clang-format on
 
 #ifdef KERN_X86
 
@@ -230,10 +232,10 @@ AVX2 INLINE float y_sum(__m256 v)
 }
 
 /* R rows of W (starting at W) against NX vectors: Y[v*ldy + i] for i < R.
- * U accumulators per (row, vector) pair keep at least eight FMA chains in
- * flight, which hides the FMA latency when R·NX is small. */
-AVX2 INLINE void y_block(moe_dtype t, const int R, const int NX, const unsigned char *W, size_t cols,
-                         const float *X, float *Y, size_t ldy)
+ * With U accumulators per (row, vector) pair, 6 to 16 independent FMA
+ * chains are in flight, enough to hide the FMA latency. */
+AVX2 INLINE void y_block(moe_dtype t, const int R, const int NX, const unsigned char *W,
+                         size_t cols, const float *X, float *Y, size_t ldy)
 {
     const int U = R * NX >= 6 ? 1 : 2;
     const size_t es = dtype_size(t), rb = cols * es;
@@ -284,7 +286,8 @@ AVX2 INLINE void y_block(moe_dtype t, const int R, const int NX, const unsigned 
     for (int i = 0; i < R; i++)
 #pragma GCC unroll 4
         for (int v = 0; v < NX; v++)
-            Y[v * ldy + i] = y_sum(U == 2 ? _mm256_add_ps(acc[i][v][0], acc[i][v][1]) : acc[i][v][0]);
+            Y[v * ldy + i] =
+                y_sum(U == 2 ? _mm256_add_ps(acc[i][v][0], acc[i][v][1]) : acc[i][v][0]);
 }
 
 /* Four rows at a time share each load of x (two when there are three or
@@ -304,7 +307,7 @@ AVX2 INLINE void y_rows_n(moe_dtype t, const int NX, const void *W, size_t cols,
 AVX2 static void y_rows(moe_dtype t, const void *W, size_t cols, const float *X, size_t n, float *Y,
                         size_t ldy, size_t r0, size_t r1)
 {
-    ROWS_DISPATCH(y_rows_n, t, n, W, cols, X, Y, ldy, r0, r1)
+    ROWS_DISPATCH(y_rows_n, t, n, W, cols, X, Y, ldy, r0, r1);
 }
 
 AVX2 static void y_to_f32(moe_dtype t, const void *src, float *dst, size_t n)
@@ -339,7 +342,8 @@ AVX2 static void y_axpy(float a, const float *x, float *y, size_t n)
     __m256 va = _mm256_set1_ps(a);
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+        _mm256_storeu_ps(y + i,
+                         _mm256_fmadd_ps(va, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++)
         y[i] += a * x[i];
 }
@@ -375,15 +379,16 @@ AVX512 INLINE __m512 z_load_part(moe_dtype t, const unsigned char *p, __mmask16 
     case MOE_F16:
         return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p));
     case MOE_BF16:
-        return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+        return _mm512_castsi512_ps(
+            _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
     default:
         return _mm512_maskz_loadu_ps(m, p);
     }
 }
 
 /* As y_block, 16 columns per step; the tail uses masked loads. */
-AVX512 INLINE void z_block(moe_dtype t, const int R, const int NX, const unsigned char *W, size_t cols,
-                           const float *X, float *Y, size_t ldy)
+AVX512 INLINE void z_block(moe_dtype t, const int R, const int NX, const unsigned char *W,
+                           size_t cols, const float *X, float *Y, size_t ldy)
 {
     const int U = R * NX >= 6 ? 1 : 2;
     const size_t es = dtype_size(t), rb = cols * es;
@@ -434,8 +439,8 @@ AVX512 INLINE void z_block(moe_dtype t, const int R, const int NX, const unsigne
     for (int i = 0; i < R; i++)
 #pragma GCC unroll 4
         for (int v = 0; v < NX; v++)
-            Y[v * ldy + i] =
-                _mm512_reduce_add_ps(U == 2 ? _mm512_add_ps(acc[i][v][0], acc[i][v][1]) : acc[i][v][0]);
+            Y[v * ldy + i] = _mm512_reduce_add_ps(U == 2 ? _mm512_add_ps(acc[i][v][0], acc[i][v][1])
+                                                         : acc[i][v][0]);
 }
 
 /* 32 registers: four rows at a time for any vector count up to four. */
@@ -450,10 +455,10 @@ AVX512 INLINE void z_rows_n(moe_dtype t, const int NX, const void *W, size_t col
         z_block(t, 1, NX, (const unsigned char *)W + r * rb, cols, X, Y + r, ldy);
 }
 
-AVX512 static void z_rows(moe_dtype t, const void *W, size_t cols, const float *X, size_t n, float *Y,
-                          size_t ldy, size_t r0, size_t r1)
+AVX512 static void z_rows(moe_dtype t, const void *W, size_t cols, const float *X, size_t n,
+                          float *Y, size_t ldy, size_t r0, size_t r1)
 {
-    ROWS_DISPATCH(z_rows_n, t, n, W, cols, X, Y, ldy, r0, r1)
+    ROWS_DISPATCH(z_rows_n, t, n, W, cols, X, Y, ldy, r0, r1);
 }
 
 AVX512 static void z_to_f32(moe_dtype t, const void *src, float *dst, size_t n)
@@ -494,7 +499,8 @@ AVX512 static void z_axpy(float a, const float *x, float *y, size_t n)
     __m512 va = _mm512_set1_ps(a);
     for (size_t i = 0; i < n; i += 16) {
         __mmask16 m = z_mask(n - i);
-        __m512 r = _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
+        __m512 r =
+            _mm512_fmadd_ps(va, _mm512_maskz_loadu_ps(m, x + i), _mm512_maskz_loadu_ps(m, y + i));
         _mm512_mask_storeu_ps(y + i, m, r);
     }
 }

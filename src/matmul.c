@@ -14,14 +14,17 @@
 #include <cblas.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels.h"
 
-/* Measured on Sapphire Rapids, OpenBLAS 0.3.21 with its SkylakeX kernels,
- * 2048 x 1024 weights (tests/bench/kernels_bench.c). */
+/* Measured on Sapphire Rapids with OpenBLAS 0.3.21's SkylakeX kernels
+ * (tests/bench/kernels_bench.c). */
 enum {
-    /* Up to this many rows of X the matrix-vector kernels beat sgemm. f16
-     * and bf16 must be converted for sgemm, so they cross over later. */
+    /* Up to this many rows of X the matrix-vector kernels beat sgemm. The
+     * crossover is later for weights in cache (n = 32 for f32, 64 for f16
+     * at 2048 x 1024) than from memory (24 and 48 at 8192-14336 x 4096);
+     * f16 and bf16 must be converted for sgemm, so they cross later. */
     SMALL_N_F32 = 24,
     SMALL_N_F16 = 48,
     CHUNKS_PER_THREAD = 4, /* matrix-vector chunks per thread, for balance */
@@ -116,6 +119,10 @@ void matmul(matmul_ctx *c, moe_dtype t, const void *W, size_t rows, size_t cols,
     assert(cols <= c->max_cols);
     if (rows == 0 || n == 0)
         return;
+    if (cols == 0) { /* empty sums; sgemm would reject lda = 0 */
+        memset(Y, 0, n * rows * sizeof *Y);
+        return;
+    }
     job j = {c, t, W, rows, cols, X, n, Y, 0};
     size_t nt = (size_t)c->n_threads;
 

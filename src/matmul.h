@@ -1,8 +1,11 @@
 /* The hot spot: Y = X · Wᵀ for one weight matrix, on the pool.
  *
- * One row (decode) goes through the SIMD matrix-vector kernels, reading each
- * weight once. Several rows (prefill, grouped by expert) go through OpenBLAS
- * sgemm; f16/bf16 weights are converted to f32 a tile of rows at a time. */
+ * A few rows (decode, and the handful of tokens routed to one expert: up to
+ * 24 for f32 and 48 for f16/bf16 weights, where measurement put the
+ * crossover) go through the SIMD matrix-vector kernels, which read each
+ * weight once for up to four rows. More rows (prefill) go through OpenBLAS
+ * sgemm, single-threaded per pool task; f16/bf16 weights are converted to
+ * f32 a tile of rows at a time. */
 #ifndef MOE_MATMUL_H
 #define MOE_MATMUL_H
 

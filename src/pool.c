@@ -10,7 +10,6 @@
  * sleeping thread costs more than most of those jobs. */
 #include "pool.h"
 
-#include <limits.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>

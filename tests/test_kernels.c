@@ -63,7 +63,7 @@ static float float_of(uint32_t u)
 static double ref_f16(uint16_t h)
 {
     int s = h >> 15, e = (h >> 10) & 31, m = h & 1023;
-    double v = e == 31 ? (m ? NAN : INFINITY)
+    double v = e == 31  ? (m ? NAN : INFINITY)
                : e == 0 ? ldexp(m / 1024.0, -14)
                         : ldexp(1.0 + m / 1024.0, e - 15);
     return s ? -v : v;
@@ -261,15 +261,17 @@ static void test_round(void)
     int bad16 = 0, bad_bf = 0;
     for (int k = 0; k < 0x7c00; k++) {
         double lo = f16_values[k], hi = f16_values[k + 1], m = (lo + hi) / 2;
-        float probe[] = {(float)lo, (float)m, nextafterf((float)m, 0), nextafterf((float)m, INFINITY)};
+        float probe[] = {(float)lo, (float)m, nextafterf((float)m, 0),
+                         nextafterf((float)m, INFINITY)};
         for (int i = 0; i < 4; i++)
             for (int s = 0; s < 2; s++)
-                bad16 += !check_round("f16", kern_f32_to_f16, want_f16, 5,
-                                      s ? -probe[i] : probe[i], bad16 < 5);
+                bad16 += !check_round("f16", kern_f32_to_f16, want_f16, 5, s ? -probe[i] : probe[i],
+                                      bad16 < 5);
     }
     for (int k = 0; k < 0x7f80; k++) {
         double lo = bf16_values[k], hi = bf16_values[k + 1], m = (lo + hi) / 2;
-        float probe[] = {(float)lo, (float)m, nextafterf((float)m, 0), nextafterf((float)m, INFINITY)};
+        float probe[] = {(float)lo, (float)m, nextafterf((float)m, 0),
+                         nextafterf((float)m, INFINITY)};
         for (int i = 0; i < 4; i++)
             for (int s = 0; s < 2; s++)
                 bad_bf += !check_round("bf16", kern_f32_to_bf16, want_bf16, 8,
@@ -333,15 +335,42 @@ static int check_product(const char *what, moe_dtype t, const unsigned char *W, 
     return good;
 }
 
+/* kern_matvec_n over rows [3, 21) of 23 with ldy 29; what lies outside
+ * the rows computed must stay untouched. */
+static int check_matvec_n(moe_dtype t, size_t n, size_t cols)
+{
+    size_t rows = 23, r0 = 3, r1 = 21, ldy = 29;
+    unsigned char *base;
+    unsigned char *W = random_weights(t, rows * cols, &base);
+    float *X = random_floats(n * cols);
+    float *Y = malloc(n * ldy * sizeof *Y);
+    for (size_t i = 0; i < n * ldy; i++)
+        Y[i] = -7.0f;
+    kern_matvec_n(t, W, cols, X, n, Y, ldy, r0, r1);
+    int good = 1;
+    for (size_t v = 0; v < n; v++)
+        for (size_t r = 0; r < ldy; r++)
+            if ((r < r0 || r >= r1) && Y[v * ldy + r] != -7.0f)
+                good = 0;
+    char what[64];
+    snprintf(what, sizeof what, "matvec_n %s, n %zu, cols %zu", dtype_names[t], n, cols);
+    good =
+        good && check_product(what, t, W + r0 * cols * esize(t), r1 - r0, cols, X, n, Y + r0, ldy);
+    free(base);
+    free(X);
+    free(Y);
+    return good;
+}
+
 static void test_matvec(const char *isa)
 {
-    static const size_t col_sizes[] = {1, 7, 15, 16, 17, 33, 100, 1000};
+    static const size_t col_sizes[] = {0, 1, 7, 15, 16, 17, 33, 100, 1000};
     static const size_t row_sizes[] = {1, 5, 64};
     for (int d = 0; d < 3; d++)
         for (size_t ri = 0; ri < 3; ri++) {
             size_t rows = row_sizes[ri];
             int good = 1;
-            for (size_t ci = 0; ci < 8 && good; ci++) {
+            for (size_t ci = 0; ci < sizeof col_sizes / sizeof col_sizes[0] && good; ci++) {
                 size_t cols = col_sizes[ci];
                 unsigned char *base;
                 unsigned char *W = random_weights(dtypes[d], rows * cols, &base);
@@ -358,36 +387,16 @@ static void test_matvec(const char *isa)
                 free(x);
                 free(y);
             }
-            ok(good, "%s matvec %s, rows %zu, cols 1..1000", isa, dtype_names[d], rows);
+            ok(good, "%s matvec %s, rows %zu, cols 0..1000", isa, dtype_names[d], rows);
         }
 
-    /* Several vectors, a sub-range of rows, a Y stride wider than rows;
-     * what lies outside [r0, r1) must stay untouched. */
+    /* Several vectors, a sub-range of rows, a Y stride wider than rows.
+     * 4100 columns make the rows pass in blocks of 8 (f32) or 12 (f16, bf16). */
     int good = 1;
     for (int d = 0; d < 3 && good; d++)
-        for (size_t n = 1; n <= 9 && good; n++) {
-            size_t rows = 23, cols = 67, r0 = 3, r1 = 21, ldy = 29;
-            unsigned char *base;
-            unsigned char *W = random_weights(dtypes[d], rows * cols, &base);
-            float *X = random_floats(n * cols);
-            float *Y = malloc(n * ldy * sizeof *Y);
-            for (size_t i = 0; i < n * ldy; i++)
-                Y[i] = -7.0f;
-            kern_matvec_n(dtypes[d], W, cols, X, n, Y, ldy, r0, r1);
-            for (size_t v = 0; v < n; v++)
-                for (size_t r = 0; r < ldy; r++)
-                    if ((r < r0 || r >= r1) && Y[v * ldy + r] != -7.0f)
-                        good = 0;
-            /* shift the checked window to the rows computed */
-            good = good && check_product("matvec_n", dtypes[d], W + r0 * cols * esize(dtypes[d]),
-                                         r1 - r0, cols, X, n, Y + r0, ldy);
-            if (!good)
-                diag("%s n=%zu", dtype_names[d], n);
-            free(base);
-            free(X);
-            free(Y);
-        }
-    ok(good, "%s matvec_n: 1-9 vectors, rows [3, 21) of 23, ldy 29", isa);
+        for (size_t n = 1; n <= 9 && good; n++)
+            good = check_matvec_n(dtypes[d], n, 67) && check_matvec_n(dtypes[d], n, 4100);
+    ok(good, "%s matvec_n: 1-9 vectors, rows [3, 21) of 23, ldy 29, 67 and 4100 columns", isa);
 }
 
 static void test_vectors(const char *isa)
@@ -447,8 +456,9 @@ static void test_vectors(const char *isa)
 /* ---- pool --------------------------------------------------------------- */
 
 typedef struct {
-    atomic_int *count; /* (n_tasks) */
-    atomic_int bad_thread;
+    atomic_int *count;  /* (n_tasks) */
+    atomic_int n_tasks; /* of the current run */
+    atomic_int bad_thread, bad_task;
     int size;
     long *per_thread; /* (size): written only by its own thread */
 } pool_check;
@@ -457,6 +467,8 @@ static void count_task(void *arg, int task, int thread)
 {
     pool_check *c = arg;
     atomic_fetch_add_explicit(&c->count[task], 1, memory_order_relaxed);
+    if (task < 0 || task >= atomic_load(&c->n_tasks))
+        atomic_store(&c->bad_task, 1);
     if (thread < 0 || thread >= c->size)
         atomic_store(&c->bad_thread, 1);
     else
@@ -473,8 +485,10 @@ static void test_pool(void)
         enum { MAX_TASKS = 1000, RUNS = 10000 };
         atomic_int *count = calloc(MAX_TASKS, sizeof *count);
         long per_thread[4] = {0};
-        pool_check c = {count, 0, size, per_thread};
+        pool_check c = {.count = count, .size = size, .per_thread = per_thread};
+        atomic_init(&c.n_tasks, 0);
         atomic_init(&c.bad_thread, 0);
+        atomic_init(&c.bad_task, 0);
 
         /* sizes around the thread count, and many more tasks than threads */
         static const int sizes[] = {0, 1, 2, 3, 4, 5, 7, 64, 1000};
@@ -482,6 +496,7 @@ static void test_pool(void)
         for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
             for (int i = 0; i < MAX_TASKS; i++)
                 atomic_store(&count[i], 0);
+            atomic_store(&c.n_tasks, sizes[s]);
             for (int run = 0; run < 50; run++)
                 pool_run(p, count_task, &c, sizes[s]);
             for (int i = 0; i < MAX_TASKS; i++)
@@ -490,19 +505,23 @@ static void test_pool(void)
         }
         ok(exact, "pool of %d: every task runs exactly once per run (0..1000 tasks)", size);
 
-        /* Reuse: 10000 back-to-back runs; the task sums must add up. */
+        /* Reuse: 10000 back-to-back runs of changing sizes (a late thread
+         * must not take the next run for more of the last); the task sums
+         * must add up. */
         memset(per_thread, 0, sizeof per_thread);
         long want = 0;
         for (int run = 0; run < RUNS; run++) {
             int n = run % 17 + 1;
+            atomic_store(&c.n_tasks, n);
             pool_run(p, count_task, &c, n);
             want += (long)n * (n + 1) / 2;
         }
         long got = 0;
         for (int t = 0; t < size; t++)
             got += per_thread[t];
-        ok(got == want && !atomic_load(&c.bad_thread),
-           "pool of %d: %d reused runs, thread ids in range, sums %ld = %ld", size, RUNS, got, want);
+        ok(got == want && !atomic_load(&c.bad_thread) && !atomic_load(&c.bad_task),
+           "pool of %d: %d reused runs, task and thread ids in range, sums %ld = %ld", size, RUNS,
+           got, want);
         free(count);
         pool_free(p);
     }
@@ -513,16 +532,17 @@ static void test_pool(void)
 
 static void test_matmul(void)
 {
-    static const size_t ns[] = {1, 2, 3, 5, 17, 128};
-    static const size_t shapes[][2] = {{1, 1}, {7, 33}, {100, 17}, {600, 1000}, {37, 300}};
+    /* both sides of each switch from matrix-vector kernels to sgemm */
+    static const size_t ns[] = {1, 2, 3, 5, 17, 24, 25, 48, 49, 128};
+    static const size_t shapes[][2] = {{1, 1}, {7, 33}, {100, 17}, {600, 1000}, {37, 300}, {5, 0}};
     for (int size = 1; size <= 3; size++) {
         pool *p = pool_new(size);
         matmul_ctx *c = matmul_new(p, 1000);
         for (int d = 0; d < 3; d++)
-            for (size_t ni = 0; ni < 6; ni++) {
+            for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
                 size_t n = ns[ni];
                 int good = 1;
-                for (size_t s = 0; s < 5 && good; s++) {
+                for (size_t s = 0; s < sizeof shapes / sizeof shapes[0] && good; s++) {
                     size_t rows = shapes[s][0], cols = shapes[s][1];
                     /* sgemm is given float pointers: keep them 4-aligned */
                     unsigned char *base = malloc(rows * cols * esize(dtypes[d]) + 4), *W = base + 4;
@@ -540,8 +560,8 @@ static void test_matmul(void)
                     free(X);
                     free(Y);
                 }
-                ok(good, "matmul %s, n %zu, pool of %d, 5 shapes up to 600 x 1000", dtype_names[d],
-                   n, size);
+                ok(good, "matmul %s, n %zu, pool of %d, 6 shapes from 5 x 0 to 600 x 1000",
+                   dtype_names[d], n, size);
             }
         matmul_free(c);
         pool_free(p);

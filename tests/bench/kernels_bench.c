@@ -1,9 +1,17 @@
 /* Micro-benchmark of the hot spot: pool dispatch latency, matrix-vector
  * bandwidth and sgemm throughput, for choosing matmul's constants.
  *
- *   kernels_bench [pool|matvec|gemm|small|all]
+ *   kernels_bench [pool|matvec|sweep|gemm|all]
  *
- * Run it both ways: `OPENBLAS_CORETYPE=SKYLAKEX kernels_bench gemm`. */
+ * pool    dispatch cost, and 16 tasks of 5 µs on pools of 1-4 threads
+ * matvec  n = 1 bandwidth per ISA, dtype and thread count
+ * sweep   GFLOP/s over n across matmul's switch to sgemm (SMALL_N_*)
+ * gemm    n = 32 and 128, and the alternative design (OpenBLAS threads)
+ *
+ * Run it both ways: `OPENBLAS_CORETYPE=SKYLAKEX kernels_bench gemm`.
+ * Build: gcc -std=c11 -D_GNU_SOURCE -O2 -pthread -Iinclude -Isrc
+ *   $(pkg-config --cflags openblas) src/kernels.c src/pool.c src/matmul.c
+ *   tests/bench/kernels_bench.c $(pkg-config --libs openblas) -lm */
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,21 +53,23 @@ static float *random_floats(size_t n)
     return x;
 }
 
-/* Seconds per call of fn(arg): best of 5 rounds of at least 0.1 s each. */
+/* Seconds per call of fn(arg): the best mean over batches of at least
+ * 20 ms, for about a second. On a shared machine the best batch is the
+ * one least disturbed by other programs. */
 static double time_it(void (*fn)(void *), void *arg)
 {
     fn(arg);
-    double best = 1e30;
-    for (int round = 0; round < 5; round++) {
+    double best = 1e30, end = now() + 1.0;
+    do {
         int reps = 0;
         double t0 = now(), t;
         do {
             fn(arg);
             reps++;
-        } while ((t = now() - t0) < 0.1);
+        } while ((t = now() - t0) < 0.02);
         if (t / reps < best)
             best = t / reps;
-    }
+    } while (now() < end);
     return best;
 }
 
@@ -127,8 +137,14 @@ static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 
 static double bench_matmul(pool *p, moe_dtype t, size_t rows, size_t cols, size_t n)
 {
-    mm_args a = {matmul_new(p, cols), t, random_weights(t, rows * cols), rows, cols, n,
-                 random_floats(n * cols), malloc(n * rows * sizeof(float))};
+    mm_args a = {matmul_new(p, cols),
+                 t,
+                 random_weights(t, rows * cols),
+                 rows,
+                 cols,
+                 n,
+                 random_floats(n * cols),
+                 malloc(n * rows * sizeof(float))};
     double s = time_it(run_matmul, &a);
     matmul_free(a.c);
     free(a.W);
@@ -151,28 +167,31 @@ static void bench_matvec(void)
                     size_t rows = shapes[s][0], cols = shapes[s][1];
                     double sec = bench_matmul(p, (moe_dtype)d, rows, cols, 1);
                     double bytes = (double)rows * cols * (d == MOE_F32 ? 4 : 2);
-                    printf("%-8s matvec %-4s %5zu x %5zu, %d thread%s: %7.1f us  %6.1f GB/s\n", name,
-                           dtype_names[d], rows, cols, threads, threads > 1 ? "s" : " ", 1e6 * sec,
-                           bytes / sec / 1e9);
+                    printf("%-8s matvec %-4s %5zu x %5zu, %d thread%s: %7.1f us  %6.1f GB/s\n",
+                           name, dtype_names[d], rows, cols, threads, threads > 1 ? "s" : " ",
+                           1e6 * sec, bytes / sec / 1e9);
                 }
             pool_free(p);
         }
     }
 }
 
-/* n from 1 to 8: where sgemm starts to beat the matrix-vector kernels
- * (build twice, with -DMATMUL_SMALL_N=0 and =8, to compare). */
-static void bench_small(void)
+/* GFLOP/s over n for 2048 x 1024 weights: a drop right after matmul's
+ * switch to sgemm (f32 after 24, f16 after 48) would say it is too early. */
+static void bench_sweep(void)
 {
+    static const size_t ns[] = {1, 2, 4, 8, 16, 24, 25, 32, 48, 49, 64, 128};
     for (int threads = 1; threads <= 2; threads++) {
         pool *p = pool_new(threads);
-        for (int d = 0; d < 3; d++)
-            for (size_t n = 1; n <= 8; n++) {
-                size_t rows = 2048, cols = 1024;
-                double sec = bench_matmul(p, (moe_dtype)d, rows, cols, n);
-                printf("small %-4s n %zu, %d thread%s: %8.1f us  %6.1f GFLOP/s\n", dtype_names[d], n,
-                       threads, threads > 1 ? "s" : " ", 1e6 * sec, 2.0 * n * rows * cols / sec / 1e9);
+        for (int d = 0; d < 2; d++) {
+            printf("sweep %-4s %d thread%s:", dtype_names[d], threads, threads > 1 ? "s" : " ");
+            for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+                double sec = bench_matmul(p, (moe_dtype)d, 2048, 1024, ns[i]);
+                printf(" %zu:%.0f", ns[i], 2.0 * ns[i] * 2048 * 1024 / sec / 1e9);
             }
+            printf("  GFLOP/s\n");
+            fflush(stdout);
+        }
         pool_free(p);
     }
 }
@@ -241,9 +260,10 @@ static void bench_gemm(void)
                 openblas_set_num_threads(threads);
                 double sec = time_it(run_alt, &a);
                 openblas_set_num_threads(1);
-                printf("alt: convert on pool + sgemm with %d OpenBLAS threads, f16 n %3zu, tile %4zu "
-                       "rows: %8.1f us  %6.1f GFLOP/s\n",
-                       threads, n, tr, 1e6 * sec, 2.0 * n * rows * cols / sec / 1e9);
+                printf(
+                    "alt: convert on pool + sgemm with %d OpenBLAS threads, f16 n %3zu, tile %4zu "
+                    "rows: %8.1f us  %6.1f GFLOP/s\n",
+                    threads, n, tr, 1e6 * sec, 2.0 * n * rows * cols / sec / 1e9);
                 free(a.mm.W);
                 free(a.mm.X);
                 free(a.mm.Y);
@@ -263,8 +283,8 @@ int main(int argc, char **argv)
         bench_dispatch();
     if (all || strcmp(what, "matvec") == 0)
         bench_matvec();
-    if (all || strcmp(what, "small") == 0)
-        bench_small();
+    if (all || strcmp(what, "sweep") == 0)
+        bench_sweep();
     if (all || strcmp(what, "gemm") == 0)
         bench_gemm();
     return 0;
