@@ -8,6 +8,8 @@ int cmd_inspect(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_analyze(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
+int cmd_export(int argc, char **argv);
+int cmd_replay(int argc, char **argv);
 
 /* Make OpenBLAS use the fastest kernel this CPU supports (see blas_env.c).
  * May re-execute the program; returns if it does not. */

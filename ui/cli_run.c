@@ -14,7 +14,7 @@
 #include "colour.h"
 #include "controls_parse.h"
 #include "moescope/moescope.h"
-#include "trace_json.h"
+#include "transcript.h"
 
 static const char RUN_USAGE[] =
     "usage: moescope run MODEL (-p TEXT | --prompt-ids IDS) [options]\n"
@@ -37,7 +37,9 @@ static const char RUN_USAGE[] =
     "  -b, --batch-size N     prompt tokens per forward pass (default 512)\n"
     "  --ignore-eos           keep generating past the end-of-sequence token\n"
     "  --print-ids            print only the generated ids, space-separated, on one line\n"
-    "  --trace FILE           write every token's routing (all layers) as JSON\n"
+    "  --save FILE            save the session as a transcript (JSON: turns, every token's\n"
+    "                         routing in all layers, controls; see docs/transcript.schema.json)\n"
+    "  --trace FILE           the same document (the name from before transcripts)\n"
     "controls (repeatable; L: limits one to layer L):\n"
     "  --k N | L:N            experts per token (default: the model's own)\n"
     "  --expert-off E[,E] | L:E[,E]   switch experts off (--expert-on to undo)\n"
@@ -56,6 +58,7 @@ typedef struct {
 typedef struct {
     const char *model;
     const char *trace;
+    const char *save;          /* --save */
     const char *text;          /* -p */
     const char *template_name; /* --template */
     const char *system;        /* --system */
@@ -79,7 +82,7 @@ static const struct {
     {"--temp", NULL}, {"--top-k", NULL}, {"--top-p", NULL}, {"--min-p", NULL},
     {"--repeat-penalty", NULL}, {"--repeat-last-n", NULL}, {"--seed", NULL}, {"-t", NULL},
     {"--threads", NULL}, {"-c", NULL}, {"--ctx-size", NULL}, {"-b", NULL}, {"--batch-size", NULL},
-    {"--trace", NULL}, {"--template", NULL}, {"--system", NULL}, {"--colour", NULL}, {"--color", NULL}, {"--colour-by", NULL},
+    {"--trace", NULL}, {"--save", NULL}, {"--template", NULL}, {"--system", NULL}, {"--colour", NULL}, {"--color", NULL}, {"--colour-by", NULL},
     {"--k", "k"}, {"--expert-off", "off"}, {"--expert-on", "on"}, {"--force", "force"},
     {"--bias", "bias"}, {"--offset", "offset"}, {"--capacity", "capacity"},
 };
@@ -144,6 +147,8 @@ static int parse(int argc, char **argv, run_opts *o)
             o->text = v;
         } else if (IS("--trace")) {
             o->trace = v;
+        } else if (IS("--save")) {
+            o->save = v;
         } else if (IS("--template")) {
             o->template_name = v;
             o->chat = 1;
@@ -281,10 +286,9 @@ done:
 }
 
 /* What the run's trace sink sees: it records the colour expert of the
- * latest token and passes everything on to the JSON trace, if any. */
+ * latest token and passes everything on to the transcript, if any. */
 typedef struct {
-    trace_json *json;
-    moe_trace_sink json_sink;
+    transcript *tr;
     int colour_layer;
     int last_colour;
 } run_sink;
@@ -294,14 +298,50 @@ static void on_token(void *ctx, const moe_token_trace *t)
     run_sink *rs = ctx;
     rs->last_colour = -1;
     if (rs->colour_layer < 0 && t->n_routes) {
-        rs->last_colour = trace_colour_vote(t);
+        rs->last_colour = transcript_colour_vote(t);
     } else {
         for (int r = 0; r < t->n_routes; r++)
             if (t->routes[r].layer == rs->colour_layer)
                 rs->last_colour = t->routes[r].experts[0];
     }
-    if (rs->json)
-        rs->json_sink.on_token(rs->json_sink.ctx, t);
+    if (rs->tr)
+        transcript_add_token(rs->tr, t);
+}
+
+/* Fill in what the transcript learns only at the end (the turns' texts
+ * when they were given as ids or printed as ids, the controls) and write it
+ * to each path asked for. 0, or 1 after printing the problem. */
+static int finish_transcript(transcript *tr, const moe_tokenizer *tok, int reply, const moe_control_event *log,
+                             int n_log, const char *save, const char *trace)
+{
+    transcript_sync_controls(tr, log, n_log, 0); /* all set before the first token: untimed */
+    int n = transcript_n_tokens(tr);
+    int32_t *ids = malloc((size_t)(n ? n : 1) * sizeof *ids);
+    if (!ids) {
+        fail_msg("out of memory");
+        return 1;
+    }
+    /* text the streaming loop did not see: a prompt given as ids, a reply printed as ids */
+    for (int part = 0; tok && part < 2; part++) {
+        int turn = part ? reply : reply - 1, m = 0;
+        if (*transcript_turn_at(tr, turn)->text)
+            continue;
+        for (int i = 0; i < n; i++)
+            if (transcript_token_at(tr, i)->prompt == !part)
+                ids[m++] = transcript_token_at(tr, i)->id;
+        char *text = NULL;
+        size_t len = 0;
+        if (m && !moe_tokenizer_decode(tok, ids, m, part, &text, &len, NULL))
+            transcript_turn_append(tr, turn, text, len);
+        free(text);
+    }
+    free(ids);
+    char msg[512];
+    if ((save && transcript_save(tr, save, msg, sizeof msg)) || (trace && transcript_save(tr, trace, msg, sizeof msg))) {
+        fail_msg("%s", msg);
+        return 1;
+    }
+    return 0;
 }
 
 int cmd_run(int argc, char **argv)
@@ -387,13 +427,14 @@ int cmd_run(int argc, char **argv)
     }
     int colour = !o.print_ids && in->n_moe_layers && colour_enabled(o.colour, stdout);
     rs.colour_layer = o.colour_layer;
-    if (o.trace) {
-        if (!(rs.json = trace_json_new(m, tok, &o.sp))) {
-            fail_msg("out of memory for the trace");
+    int reply = -1; /* the assistant's turn in the transcript */
+    if (o.trace || o.save) {
+        if (!(rs.tr = transcript_new(m, tok, &o.sp)) || (o.system && transcript_add_turn(rs.tr, "system", o.system) < 0) ||
+            transcript_add_turn(rs.tr, "user", o.text) < 0) {
+            fail_msg("out of memory for the transcript");
             goto done;
         }
-        rs.json_sink = trace_json_sink(rs.json);
-        trace_json_set_prompt(rs.json, 1);
+        transcript_set_prompt(rs.tr, 1);
     }
     moe_trace_sink sink = {&rs, on_token};
     moe_session_set_trace(s, &sink);
@@ -415,8 +456,10 @@ int cmd_run(int argc, char **argv)
         goto done;
     }
     double t1 = now();
-    if (rs.json)
-        trace_json_set_prompt(rs.json, 0);
+    if (rs.tr) {
+        transcript_set_prompt(rs.tr, 0);
+        reply = transcript_add_turn(rs.tr, "assistant", NULL);
+    }
     /* Each sampled token is fed back before it is printed: its routing,
      * and so its colour, is known only once the model has seen it. */
     int n_gen = 0;
@@ -427,7 +470,7 @@ int cmd_run(int argc, char **argv)
         for (int i = 0; i < n_stops; i++)
             stop |= id == stops[i];
         int last = n_gen + 1 == o.n_predict || (stop && !o.ignore_eos);
-        int feed = !last || rs.json || colour;
+        int feed = !last || rs.tr || colour;
         if (feed && moe_session_eval(s, &id, 1, &err)) {
             fail_msg("%s", err.msg);
             goto done;
@@ -472,19 +515,14 @@ int cmd_run(int argc, char **argv)
         for (int i = 0; i < n_log; i++)
             fprintf(stderr, " %s%s", log[i].text, i + 1 < n_log ? ";" : "\n");
     }
-    char msg[512];
-    if (rs.json)
-        trace_json_set_controls(rs.json, log, n_log);
-    if (rs.json && trace_json_write(rs.json, o.trace, msg, sizeof msg)) {
-        fail_msg("%s", msg);
+    if (rs.tr && finish_transcript(rs.tr, tok, reply, log, n_log, o.save, o.trace))
         goto done;
-    }
     rc = 0;
 done:
     free(chat_text);
     moe_detokenizer_free(detok);
     moe_tokenizer_free(tok);
-    trace_json_free(rs.json);
+    transcript_free(rs.tr);
     moe_sampler_free(smp);
     moe_session_free(s);
     moe_model_close(m);

@@ -19,6 +19,8 @@ static const command COMMANDS[] = {
     {"bench", cmd_bench, "measure prompt processing and generation speed"},
     {"analyze", cmd_analyze, "routing statistics over texts: shares, runs, load balance"},
     {"tokenize", cmd_tokenize, "text to token ids (or ids to text) on stdin, line by line"},
+    {"export", cmd_export, "a saved transcript as an HTML page, CSV or coloured text"},
+    {"replay", cmd_replay, "run a saved transcript again and report where it diverges"},
     {"explore", cmd_explore, "the full-screen explorer (also: moescope [MODEL])"},
 };
 

@@ -1,28 +1,28 @@
-/* The routing trace as JSON (`moescope run --trace FILE`): a trace sink that
- * collects every token's routing and writes one document at the end. */
+/* The routing trace of `moescope run --trace FILE`, kept for callers that
+ * predate transcripts: a trace is now a transcript (transcript.h), and these
+ * names forward to it. New code uses transcript.h directly. */
 #ifndef MOE_TRACE_JSON_H
 #define MOE_TRACE_JSON_H
 
-#include "moescope/moescope.h"
+#include "transcript.h"
 
-typedef struct trace_json trace_json;
+typedef transcript trace_json;
 
-/* NULL when out of memory. The model and the tokenizer (NULL when the model
- * has none: token texts are then null) must outlive the writer. */
-trace_json *trace_json_new(const moe_model *m, const moe_tokenizer *tok, const moe_sampler_params *sp);
-void trace_json_free(trace_json *t);
-/* The sink to hand to moe_session_set_trace; `prompt` marks the tokens
- * delivered from now on as prompt (1) or generated (0). */
-moe_trace_sink trace_json_sink(trace_json *t);
-void trace_json_set_prompt(trace_json *t, int prompt);
-/* Record the control changes of the run (from moe_session_control_log). */
-void trace_json_set_controls(trace_json *t, const moe_control_event *log, int n);
-/* Write the document to path atomically (temporary file, fsync, rename).
- * Returns 0, or -1 with a message in msg. */
-int trace_json_write(trace_json *t, const char *path, char *msg, size_t msglen);
-
-/* The expert that colours a token: the most frequent top-1 expert over the
- * MoE layers (ties: the lower index), as in the MiCRo paper's plots. */
-int trace_colour_vote(const moe_token_trace *t);
+static inline trace_json *trace_json_new(const moe_model *m, const moe_tokenizer *tok, const moe_sampler_params *sp)
+{
+    return transcript_new(m, tok, sp);
+}
+static inline void trace_json_free(trace_json *t) { transcript_free(t); }
+static inline moe_trace_sink trace_json_sink(trace_json *t) { return transcript_sink(t); }
+static inline void trace_json_set_prompt(trace_json *t, int prompt) { transcript_set_prompt(t, prompt); }
+static inline void trace_json_set_controls(trace_json *t, const moe_control_event *log, int n)
+{
+    transcript_sync_controls(t, log, n, 0);
+}
+static inline int trace_json_write(trace_json *t, const char *path, char *msg, size_t msglen)
+{
+    return transcript_save(t, path, msg, msglen);
+}
+static inline int trace_colour_vote(const moe_token_trace *t) { return transcript_colour_vote(t); }
 
 #endif
