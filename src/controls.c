@@ -349,7 +349,7 @@ moe_status moe_session_set_capacity(moe_session *s, double factor, int drop, moe
     c->capacity = factor;
     c->drop = factor > 0 && drop;
     if (factor > 0)
-        log_change(s, MOE_CTL_CAPACITY, -1, -1, (float)factor, "capacity %g%s", factor, c->drop ? " drop" : "");
+        log_change(s, MOE_CTL_CAPACITY, -1, -1, (float)factor, "capacity %g%s", factor, c->drop ? ",drop" : "");
     else
         log_change(s, MOE_CTL_CAPACITY, -1, -1, 0, "capacity off");
     return MOE_OK;
@@ -380,6 +380,11 @@ void moe_session_reset_controls(moe_session *s)
     c->capacity = 0;
     c->drop = 0;
     log_change(s, MOE_CTL_RESET, -1, -1, 0, "reset");
+}
+
+void controls_note_reprefill(moe_session *s)
+{
+    log_change(s, MOE_CTL_REPREFILL, -1, -1, 0, "reprefill");
 }
 
 const moe_control_event *moe_session_control_log(const moe_session *s, int *n)

@@ -728,6 +728,7 @@ moe_status moe_session_reprefill(moe_session *s, moe_error *err)
     int n = s->pos;
     if (!n)
         return MOE_OK;
+    controls_note_reprefill(s);
     s->pos = 0;
     return moe_session_eval(s, s->history, n, err);
 }

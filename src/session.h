@@ -9,5 +9,7 @@
 controls *session_controls(moe_session *s);
 const controls *session_controls_const(const moe_session *s);
 const moe_model *session_model(const moe_session *s);
+/* Log a re-prefill at the current position (controls.c owns the log). */
+void controls_note_reprefill(moe_session *s);
 
 #endif

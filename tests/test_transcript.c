@@ -179,7 +179,8 @@ static void test_round_trip(const char *dir)
     const transcript_model *tm = transcript_model_get(t);
     ok(tm->config_sha256 && strlen(tm->config_sha256) == 64, "the model's config.json is digested");
     ok(transcript_n_tokens(t) == rec->n && rec->n > 10, "every token recorded (%d)", rec->n);
-    ok(transcript_n_controls(t) == 3, "3 control changes recorded (%d)", transcript_n_controls(t));
+    ok(transcript_n_controls(t) == 4 && !strcmp(transcript_control_at(t, 3)->change, "reprefill"),
+       "3 control changes and the re-prefill recorded (%d)", transcript_n_controls(t));
     snprintf(a, sizeof a, "%s/a.json", dir);
     snprintf(b, sizeof b, "%s/b.json", dir);
     ok(transcript_save(t, a, msg, sizeof msg) == 0, "save%s%s", *msg ? ": " : "", msg);

@@ -67,11 +67,20 @@ static void on_token(void *ctx, const moe_token_trace *tt)
     }
 }
 
-/* Apply a logged change ("off L1:5", "capacity 1.5 drop", "reset"). */
+/* Apply a logged change ("off L1:5", "capacity 1.5,drop", "reset",
+ * "reprefill"). */
 static int apply_logged(moe_session *s, const char *change, char *msg, size_t len)
 {
+    moe_error err = {0};
     if (!strcmp(change, "reset")) {
         moe_session_reset_controls(s);
+        return 0;
+    }
+    if (!strcmp(change, "reprefill")) {
+        if (moe_session_reprefill(s, &err)) {
+            snprintf(msg, len, "%s", err.msg);
+            return -1;
+        }
         return 0;
     }
     char verb[16], arg[96];
@@ -83,7 +92,7 @@ static int apply_logged(moe_session *s, const char *change, char *msg, size_t le
     memcpy(verb, change, (size_t)(sp - change));
     verb[sp - change] = 0;
     snprintf(arg, sizeof arg, "%s", sp + 1);
-    char *drop = strstr(arg, " drop"); /* logged as "capacity C drop", typed as "C,drop" */
+    char *drop = strstr(arg, " drop"); /* transcripts of 0.1.0 logged "capacity C drop" */
     if (!strcmp(verb, "capacity") && drop)
         *drop = ',';
     return control_apply(s, verb, arg, msg, len);

@@ -244,11 +244,12 @@ void moe_session_reset_controls(moe_session *s);
 
 typedef enum {
     MOE_CTL_K, MOE_CTL_EXPERT, MOE_CTL_FORCE, MOE_CTL_BIAS, MOE_CTL_OFFSET, MOE_CTL_CAPACITY,
-    MOE_CTL_RESET
+    MOE_CTL_RESET, MOE_CTL_REPREFILL
 } moe_control_kind;
 
 /* One logged change. `text` says it in the command vocabulary of the
- * front ends ("k 2", "off L1:5", "force 4", "bias L0:3=-2", ...). */
+ * front ends, verb and argument ("k 2", "off L1:5", "force 4",
+ * "bias L0:3=-2", "capacity 1.5,drop"), or "reset" / "reprefill". */
 typedef struct {
     int pos;                   /* the first position it applies to */
     moe_control_kind kind;
