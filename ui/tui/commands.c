@@ -162,8 +162,52 @@ static int cmd_quit(tui *t, const char *verb, const char *arg)
 static int cmd_chat(tui *t, const char *verb, const char *arg)
 {
     (void)verb;
-    (void)arg;
-    tui_message(t, 1, "chat mode is not available yet: prompts continue the text (raw completion)");
+    char msg[512];
+    int on = !*arg ? !t->chat.on : !strcmp(arg, "on") ? 1 : !strcmp(arg, "off") ? 0 : -1;
+    if (on < 0) {
+        tui_message(t, 1, "chat: expected on or off, not '%s'", arg);
+        return KEY_REDRAW;
+    }
+    if (t->busy) {
+        tui_message(t, 1, "busy generating: Esc stops it first");
+        return KEY_REDRAW;
+    }
+    pthread_mutex_lock(&t->sess_lock);
+    int rc = 0;
+    if (on && !t->chat.src)
+        rc = chat_set_template(t, "model", msg, sizeof msg);
+    else if (on)
+        snprintf(msg, sizeof msg, "chat: prompts are user turns of the %s template", t->chat.name);
+    else
+        snprintf(msg, sizeof msg, "raw completion: prompts continue the text");
+    if (!rc && t->chat.on != on) {
+        t->chat.on = on;
+        chat_clear(&t->chat); /* a chat starts from its first turn */
+    }
+    pthread_mutex_unlock(&t->sess_lock);
+    tui_message(t, rc != 0, "%s", msg);
+    return KEY_REDRAW;
+}
+
+static int cmd_template(tui *t, const char *verb, const char *arg)
+{
+    (void)verb;
+    char msg[512];
+    if (!*arg) {
+        tui_message(t, 0, "template: %s (%s); built-ins: %s", t->chat.src ? t->chat.name : "none",
+                    t->chat.on ? "chat on" : "chat off", moe_chat_builtin_names());
+        return KEY_REDRAW;
+    }
+    if (t->busy) {
+        tui_message(t, 1, "busy generating: Esc stops it first");
+        return KEY_REDRAW;
+    }
+    pthread_mutex_lock(&t->sess_lock);
+    int rc = chat_set_template(t, arg, msg, sizeof msg);
+    if (!rc)
+        chat_clear(&t->chat);
+    pthread_mutex_unlock(&t->sess_lock);
+    tui_message(t, rc != 0, "%s", msg);
     return KEY_REDRAW;
 }
 
@@ -253,7 +297,8 @@ static const command COMMANDS[] = {
     {"save", "w", "[FILE]", "write the routing trace as JSON", cmd_save},
     {"n", "tokens", "N", "tokens per reply", cmd_int},
     {"eos", NULL, "on | off", "stop at end-of-text (on) or go on", cmd_eos},
-    {"chat", NULL, "on | off", "chat template (not available yet)", cmd_chat},
+    {"chat", NULL, "[on | off]", "chat mode: prompts as turns of the template", cmd_chat},
+    {"template", NULL, "[NAME | FILE]", "chat template: model, chatml, llama3, ...", cmd_template},
     {"help", NULL, "", "this help", cmd_help},
     {"quit", "q", "", "leave moescope", cmd_quit},
 };

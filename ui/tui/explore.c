@@ -11,6 +11,7 @@
 
 #include "../args.h"
 #include "../cli.h"
+#include "../colour.h"
 #include "explore.h"
 #include "term.h"
 #include "tui.h"
@@ -25,6 +26,10 @@ static const char EXPLORE_USAGE[] =
     "  -t, --threads N        threads (default: all cores)\n"
     "  -c, --ctx-size N       context length (default: min(model maximum, 4096))\n"
     "  --ignore-eos           keep generating past the end-of-sequence token\n"
+    "  --template NAME|FILE   chat with this template (chatml, llama3, mistral, tulu, or a file)\n"
+    "  --raw                  raw completion even when the model has a chat template\n"
+    "Settings: $XDG_CONFIG_HOME/moescope/config (~/.config/moescope/config), key = value lines:\n"
+    "  palette = okabe-ito | classic, colour = vote | LAYER, model = PATH, threads = N, mouse = on | off\n"
     "Inside: F1 or ? lists every key and command.\n";
 
 /* The bundled model: $MOESCOPE_MODEL, then beside the executable
@@ -66,9 +71,9 @@ static int find_default_model(char *buf, size_t len)
 
 int cmd_explore(int argc, char **argv)
 {
-    const char *model = NULL;
+    const char *model = NULL, *template_name = NULL;
     long threads = 0, ctx = 0, n_predict = 64;
-    int ignore_eos = 0, seed_set = 0;
+    int ignore_eos = 0, seed_set = 0, raw = 0;
     moe_sampler_params sp = moe_sampler_defaults();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -79,6 +84,8 @@ int cmd_explore(int argc, char **argv)
             return 0;
         } else if (IS("--ignore-eos")) {
             ignore_eos = 1;
+        } else if (IS("--raw")) {
+            raw = 1;
         } else if (a[0] != '-') {
             if (model)
                 return fail_msg("unexpected argument '%s' (the model is '%s')", a, model);
@@ -93,6 +100,9 @@ int cmd_explore(int argc, char **argv)
             i++;
         } else if (IS("-c") || IS("--ctx-size")) {
             if (!arg_int(a, v, 16, 1 << 20, &ctx)) return 2;
+            i++;
+        } else if (IS("--template")) {
+            template_name = v;
             i++;
         } else if (IS("--temp")) {
             if (!arg_float(a, v, 0, 100, &f)) return 2;
@@ -110,6 +120,14 @@ int cmd_explore(int argc, char **argv)
         }
 #undef IS
     }
+    tui_settings cfg;
+    settings_load(&cfg);
+    colour_palette_set((colour_palette)cfg.palette);
+    if (!threads)
+        threads = cfg.threads;
+    const char *env = getenv("MOESCOPE_MODEL");
+    if (!model && !(env && *env) && cfg.model[0])
+        model = cfg.model;
     char def[PATH_MAX];
     if (!model) {
         if (find_default_model(def, sizeof def))
@@ -131,6 +149,9 @@ int cmd_explore(int argc, char **argv)
     t->cursor = -1;
     t->colour_layer = -1;
     t->view.forced = -1;
+    t->cmd_kind = ':';
+    t->match_first = t->match_last = -1;
+    t->mouse = cfg.mouse;
     moe_session_params prm = {(int)ctx, (int)threads, 0};
     if (moe_model_open(model, &t->m, &err) || moe_session_new(t->m, &prm, &t->s, &err)) {
         fail_msg("%s", err.msg);
@@ -161,6 +182,24 @@ int cmd_explore(int argc, char **argv)
     pthread_cond_init(&t->cond, NULL);
     locks = 1;
     view_refresh(t);
+    /* chat mode when the model has a template (or one is named), else raw */
+    char chat_msg[512] = "";
+    int chat_err = 0;
+    if (t->tok && !raw)
+        chat_err = chat_set_template(t, template_name ? template_name : "model", chat_msg, sizeof chat_msg) &&
+                   template_name;
+    else if (template_name)
+        chat_err = 1, snprintf(chat_msg, sizeof chat_msg, "--template: %s",
+                               raw ? "--raw turns chat off" : "this model has no tokenizer.json");
+    if (cfg.colour[0] && strcmp(cfg.colour, "vote")) {
+        long l = strtol(cfg.colour[0] == 'L' || cfg.colour[0] == 'l' ? cfg.colour + 1 : cfg.colour, NULL, 10);
+        for (int r = 0; r < R; r++)
+            if (t->conv.route_layer[r] == l)
+                t->colour_layer = r;
+        if (t->colour_layer < 0)
+            snprintf(cfg.warn + strlen(cfg.warn), sizeof cfg.warn - strlen(cfg.warn),
+                     "%sconfig: colour %s is not an MoE layer of this model", cfg.warn[0] ? "; " : "", cfg.colour);
+    }
     if (worker_start(t)) {
         fail_msg("cannot start the generation thread");
         goto done;
@@ -172,8 +211,15 @@ int cmd_explore(int argc, char **argv)
     term_wake_fd = t->wake_fd[1];
     t->nocolour = term_nocolour();
     prompt_init(t);
-    tui_message(t, 0, "%s: %s, %d layers, %d experts, top-%d. Type a prompt and press Enter; F1 for help.",
-                t->model_name, t->info->arch, t->info->n_layers, E, t->info->k);
+    term_mouse(t->mouse);
+    if (cfg.warn[0])
+        tui_message(t, 1, "%s", cfg.warn);
+    else if (chat_err)
+        tui_message(t, 1, "%s", chat_msg);
+    else
+        tui_message(t, 0, "%s: %s, %d layers, %d experts, top-%d, %s. Type a prompt and press Enter; F1 for help.",
+                    t->model_name, t->info->arch, t->info->n_layers, E, t->info->k,
+                    t->chat.on ? "chat" : t->tok ? "raw completion" : "no tokenizer: prompts are ids (#1,5,9)");
     rc = screen_run(t) ? 1 : 0;
     prompt_done();
 done:
@@ -192,6 +238,7 @@ done:
     free(t->view.k);
     free(t->view.on);
     convo_done(&t->conv);
+    chat_done(&t->chat);
     moe_tokenizer_free(t->tok);
     moe_sampler_free(t->smp);
     moe_session_free(t->s);

@@ -69,7 +69,9 @@ void pane_experts_draw(tui *t, rect r)
             for (int j = 0; j < E && ex[j] >= 0; j++)
                 share[ex[j]]++, tot++;
         }
-    int first = t->sel_expert >= h ? t->sel_expert - h + 1 : 0;
+    int first = t->sel_expert >= h ? t->sel_expert - h + 1 : 0, named = tui_expert_name(t, 0) != NULL;
+    t->experts_first = first;
+    t->hit_experts = (hit_rect){y0, x0, h < E - first ? h : E - first, w};
     for (int e = first; e < E && e - first < h; e++) {
         int y = y0 + e - first, on_all = 1, on_any = 0;
         for (int ri = 0; ri < c->n_routes; ri++) {
@@ -86,12 +88,19 @@ void pane_experts_draw(tui *t, rect r)
         mvaddstr(y, x0, box);
         if (cur)
             attroff(A_REVERSE);
-        char lab[24];
-        snprintf(lab, sizeof lab, term_nocolour() ? " %c %-3d" : " %-5d", term_nocolour() ? term_expert_letter(e) : e, e);
+        char lab[40];
+        const char *name = tui_expert_name(t, e);
+        if (name && term_nocolour())
+            snprintf(lab, sizeof lab, " %c %-8.8s", term_expert_letter(e), name);
+        else if (name)
+            snprintf(lab, sizeof lab, " %-10.10s", name);
+        else
+            snprintf(lab, sizeof lab, term_nocolour() ? " %c %-3d" : " %-5d",
+                     term_nocolour() ? term_expert_letter(e) : e, e);
         attron(term_expert_attr(e));
-        mvaddstr(y, x0 + 3, lab);
+        ui_text(y, x0 + 3, lab, w - 3);
         attroff(term_expert_attr(e));
-        int bx = x0 + 10, bw = w - 16;
+        int lw = named ? 11 : 7, bx = x0 + 3 + lw, bw = w - 9 - lw;
         if (!on_any) {
             attron(COLOR_PAIR(CP_DIM));
             mvaddstr(y, bx, "off");

@@ -62,8 +62,14 @@ void pane_router_draw(tui *t, rect r)
     mvaddstr(y0, x0, "layer k");
     if (form < 2)
         for (int e = 0; e < E; e++) {
-            char lab[8];
-            snprintf(lab, sizeof lab, term_nocolour() ? "%c" : "%d", term_nocolour() ? term_expert_letter(e) : e);
+            char lab[40];
+            const char *name = form == 0 ? tui_expert_name(t, e) : NULL;
+            if (name && term_nocolour())
+                snprintf(lab, sizeof lab, "%c %.*s", term_expert_letter(e), cw - 3, name);
+            else if (name)
+                snprintf(lab, sizeof lab, "%.*s", cw - 1, name);
+            else
+                snprintf(lab, sizeof lab, term_nocolour() ? "%c" : "%d", term_nocolour() ? term_expert_letter(e) : e);
             attron(term_expert_attr(e));
             mvaddstr(y0, x0 + pre + e * cw + (form == 0), lab);
             attroff(term_expert_attr(e));
@@ -74,6 +80,8 @@ void pane_router_draw(tui *t, rect r)
     int first = 0;
     if (t->sel_route >= h)
         first = t->sel_route - h + 1;
+    t->router_first = first;
+    t->hit_router = (hit_rect){y0, x0, h < R - first ? h : R - first, w};
     for (int ri = first; ri < R && ri - first < h; ri++) {
         int y = y0 + ri - first;
         const float *p = convo_probs(c, sel, ri);
@@ -125,7 +133,10 @@ void pane_router_draw(tui *t, rect r)
         /* the choice in numbers */
         char tl[48];
         int n = 0;
-        for (int j = 0; j < k && j < 2 && n < (int)sizeof tl - 12; j++)
+        const char *name = k == 1 ? tui_expert_name(t, ex[0]) : NULL;
+        if (name) /* one choice: by name */
+            n = snprintf(tl, sizeof tl, " %.8s %.2f", name, (double)p[ex[0]]);
+        for (int j = 0; !name && j < k && j < 2 && n < (int)sizeof tl - 12; j++)
             n += snprintf(tl + n, sizeof tl - (size_t)n, term_nocolour() ? " %c%.2f" : " %d:%.2f",
                           term_nocolour() ? term_expert_letter(ex[j]) : ex[j], (double)p[ex[j]]);
         ui_text(y, x0 + w - tail, tl, tail);

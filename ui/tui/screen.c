@@ -142,11 +142,16 @@ static void draw_status(tui *t, int w)
     else
         snprintf(colour, sizeof colour, "L%d", c->route_layer[t->colour_layer]);
     const char *state = t->busy ? "generating" : "idle";
+    char mode[80];
+    if (t->chat.on)
+        snprintf(mode, sizeof mode, "chat: %s", t->chat.name);
+    else
+        snprintf(mode, sizeof mode, "%s", t->tok ? "raw" : "ids");
     snprintf(line, sizeof line,
              " moescope \xc2\xb7 %s \xc2\xb7 %s %d\xc3\x97top-%d \xc2\xb7 %s \xc2\xb7 colour: %s (%s) \xc2\xb7 %.0f tok/s "
-             "\xc2\xb7 ctx %d/%d \xc2\xb7 %s",
+             "\xc2\xb7 ctx %d/%d \xc2\xb7 %s \xc2\xb7 %s",
              t->model_name, in->arch, in->n_experts, in->k, kbuf, colour,
-             term_nocolour() ? "no colour" : term_colour_mode(), t->tok_s, c->n, moe_session_n_ctx(t->s), state);
+             term_nocolour() ? "no colour" : term_colour_mode(), t->tok_s, c->n, moe_session_n_ctx(t->s), mode, state);
     attron(COLOR_PAIR(CP_TITLE) | (term_nocolour() ? A_REVERSE : 0));
     mvhline(0, 0, ' ', w);
     ui_text(0, 0, line, w);
@@ -193,6 +198,9 @@ static void draw_help(tui *t, int H, int W)
         "c                colour: vote, then each layer's top-1",
         ":                command line (commands below)",
         "s                save the trace (moescope-trace.json)",
+        "/                search the transcript (n / N: next / previous)",
+        "C                chat mode on / off (the model's template)",
+        "mouse            click a token, a router layer or an expert",
         "F1 / ?           this help;  q  quit",
         NULL,
     };
@@ -245,6 +253,8 @@ static void draw(tui *t)
     getmaxyx(stdscr, H, W);
     erase();
     curs_set(0);
+    /* the panes say where clicks land as they draw */
+    t->hit_transcript = t->hit_router = t->hit_experts = (hit_rect){0, 0, 0, 0};
     if (W < TERM_MIN_W || H < TERM_MIN_H) {
         char m[96];
         snprintf(m, sizeof m, "moescope needs %dx%d; this terminal is %dx%d", TERM_MIN_W, TERM_MIN_H, W, H);
@@ -267,7 +277,7 @@ static void draw(tui *t)
     pane_usage_draw(t, (rect){1 + th, ew + sw, bh, W - ew - sw});
     /* message or command line */
     if (t->cmdline) {
-        mvaddch(H - 3, 0, ':');
+        mvaddch(H - 3, 0, (chtype)t->cmd_kind);
         ui_text(H - 3, 1, t->cmd, W - 2);
     } else if (t->confirm_quit) {
         attron(A_BOLD);
@@ -323,9 +333,22 @@ static int act_help(tui *t)
 static int act_cmdline(tui *t)
 {
     t->cmdline = 1;
+    t->cmd_kind = ':';
     t->cmd_len = 0;
     t->cmd[0] = 0;
     return KEY_REDRAW;
+}
+
+static int act_search(tui *t)
+{
+    act_cmdline(t);
+    t->cmd_kind = '/';
+    return KEY_REDRAW;
+}
+
+static int act_chat(tui *t)
+{
+    return command_run(t, "chat");
 }
 
 static int act_focus_next(tui *t)
@@ -413,7 +436,8 @@ static const key_action GLOBAL_KEYS[] = {
     {'q', act_quit},          {'?', act_help},          {KEY_F(1), act_help},      {':', act_cmdline},
     {'\t', act_focus_next},   {KEY_BTAB, act_focus_prev}, {'i', act_prompt},       {'+', act_k_up},
     {'=', act_k_up},          {'-', act_k_down},        {'c', act_colour},         {'s', act_save},
-    {'[', act_layer_up},      {']', act_layer_down},    {27, act_stop},
+    {'[', act_layer_up},      {']', act_layer_down},    {27, act_stop},            {'/', act_search},
+    {'C', act_chat},
 };
 
 static int pane_key(tui *t, int key)
@@ -432,6 +456,11 @@ static int cmdline_key(tui *t, int key)
         t->cmdline = 0;
     } else if (key == '\r' || key == '\n' || key == KEY_ENTER) {
         t->cmdline = 0;
+        if (t->cmd_kind == '/') {
+            if (t->cmd_len)
+                snprintf(t->search, sizeof t->search, "%.*s", (int)sizeof t->search - 1, t->cmd);
+            return search_step(t, 0);
+        }
         return command_run(t, t->cmd) | KEY_REDRAW;
     } else if (key == KEY_BACKSPACE || key == 127 || key == 8) {
         if (t->cmd_len)
@@ -460,10 +489,54 @@ static int prompt_line(tui *t, char *line)
     return flags;
 }
 
+/* A click selects what it lands on and focuses its pane; the wheel
+ * moves the transcript's cursor a line. */
+static int mouse_event(tui *t)
+{
+    MEVENT ev;
+    if (getmouse(&ev) != OK)
+        return KEY_HANDLED;
+    int H, W, y = ev.y, x = ev.x;
+    getmaxyx(stdscr, H, W);
+    (void)W;
+    if (t->help || t->confirm_quit || t->cmdline)
+        return KEY_HANDLED;
+    if (ev.bstate & (BUTTON4_PRESSED | BUTTON5_PRESSED)) {
+        if (t->focus == FOCUS_PROMPT)
+            t->focus = FOCUS_TRANSCRIPT;
+        return pane_transcript_key(t, ev.bstate & BUTTON4_PRESSED ? KEY_UP : KEY_DOWN) | KEY_REDRAW;
+    }
+    if (!(ev.bstate & (BUTTON1_PRESSED | BUTTON1_CLICKED)))
+        return KEY_HANDLED;
+    const hit_rect *r;
+    int tok = pane_transcript_hit(t, y, x);
+    if (tok >= 0) {
+        t->cursor = tok;
+        t->focus = FOCUS_TRANSCRIPT;
+        return KEY_REDRAW;
+    }
+#define INSIDE(rr) (r = &(rr), y >= r->y && y < r->y + r->h && x >= r->x && x < r->x + r->w)
+    if (INSIDE(t->hit_router)) {
+        t->sel_route = t->router_first + y - r->y;
+        return KEY_REDRAW;
+    }
+    if (INSIDE(t->hit_experts)) {
+        t->sel_expert = t->experts_first + y - r->y;
+        t->focus = FOCUS_EXPERTS;
+        return KEY_REDRAW;
+    }
+#undef INSIDE
+    if (y == H - 2)
+        t->focus = FOCUS_PROMPT;
+    return KEY_REDRAW;
+}
+
 static int handle_key(tui *t, int key)
 {
     if (key == KEY_RESIZE)
         return KEY_REDRAW;
+    if (key == KEY_MOUSE)
+        return mouse_event(t);
     if (t->help) {
         t->help = 0;
         return KEY_REDRAW;

@@ -8,17 +8,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "../colour.h"
+
 volatile sig_atomic_t term_quit_signal;
 int term_wake_fd = -1;
-static int active, nocolour, n_pairs_exp;
+static int active, nocolour, n_pairs_exp, eight;
 static const char *mode = "none";
 
-/* The experts' palette, as colour.c's: Okabe-Ito first, as 256-colour
- * indices; with 8 colours, the six that read on black and on white. */
-static const short PAL256[] = {214, 75, 36, 227, 32, 166, 175, 250, 203, 114, 141, 180};
-static const short PAL8[] = {COLOR_YELLOW, COLOR_CYAN, COLOR_GREEN, COLOR_MAGENTA, COLOR_BLUE, COLOR_RED};
-#define N256 (int)(sizeof PAL256 / sizeof PAL256[0])
-#define N8 (int)(sizeof PAL8 / sizeof PAL8[0])
 
 static void on_quit_signal(int sig)
 {
@@ -82,10 +78,12 @@ int term_init(void)
     if (!nocolour && has_colors()) {
         start_color();
         use_default_colors();
-        int n = COLORS >= 256 ? N256 : N8;
-        mode = COLORS >= 256 ? "256" : "8";
+        /* the palette is colour.c's, shared with the CLI */
+        eight = COLORS < 256;
+        int n = eight ? colour_palette_size8() : colour_palette_size();
+        mode = eight ? "8" : "256";
         for (int i = 0; i < n && CP_EXPERT0 + i < COLOR_PAIRS; i++, n_pairs_exp++)
-            init_pair((short)(CP_EXPERT0 + i), COLORS >= 256 ? PAL256[i] : PAL8[i], -1);
+            init_pair((short)(CP_EXPERT0 + i), (short)(eight ? colour_index8(i) : colour_index(i)), -1);
         init_pair(CP_TITLE, COLOR_BLACK, COLOR_CYAN);
         init_pair(CP_DIM, COLORS >= 256 ? 244 : COLOR_WHITE, -1);
         init_pair(CP_ERR, COLOR_WHITE, COLOR_RED);
@@ -108,6 +106,14 @@ void term_done(void)
     active = 0;
 }
 
+void term_mouse(int on)
+{
+    /* presses rather than clicks: a click is reported at once, not after
+     * waiting to see whether a release follows */
+    mouseinterval(0);
+    mousemask(on ? BUTTON1_PRESSED | BUTTON1_CLICKED | BUTTON4_PRESSED | BUTTON5_PRESSED : 0, NULL);
+}
+
 int term_nocolour(void)
 {
     return nocolour;
@@ -127,7 +133,7 @@ int term_expert_attr(int e)
                                     A_DIM | A_UNDERLINE, A_ITALIC | A_BOLD};
         return (int)ATTRS[e % 8];
     }
-    return (int)COLOR_PAIR(CP_EXPERT0 + e % (n_pairs_exp ? n_pairs_exp : 1)) | (n_pairs_exp == N8 ? A_BOLD : 0);
+    return (int)COLOR_PAIR(CP_EXPERT0 + e % (n_pairs_exp ? n_pairs_exp : 1)) | (eight ? A_BOLD : 0);
 }
 
 char term_expert_letter(int e)

@@ -24,6 +24,9 @@ const char *term_colour_mode(void);
 int term_expert_attr(int e);
 /* The letter that names expert e without colour: A..Z then a..z. */
 char term_expert_letter(int e);
+/* Clicks and the wheel reach the program as KEY_MOUSE (on), or the
+ * terminal keeps them for selecting text (off). */
+void term_mouse(int on);
 /* A signal asked the program to quit (SIGINT/SIGTERM/SIGHUP). */
 extern volatile sig_atomic_t term_quit_signal;
 /* Written on a quit signal, to wake the loop's poll(); set by the caller. */

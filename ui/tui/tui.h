@@ -31,6 +31,26 @@ typedef struct {
 
 #define MAX_STEER 64
 #define PICK_N 8
+#define MAX_STOPS 16
+
+/* Chat mode (chat.c): the template, the tokens that end a reply and the
+ * conversation's turns. Guarded by sess_lock: the worker renders and
+ * appends turns under it; the UI changes the template under it. */
+typedef struct {
+    int on;                    /* prompts are user turns in the template */
+    char *src;                 /* the template's source; NULL: none */
+    char name[64];             /* "chatml", "the model's", a file name */
+    char *bos, *eos;           /* token texts from tokenizer_config.json, or NULL */
+    int32_t stops[MAX_STOPS];  /* end-of-turn strings that are single tokens */
+    int n_stops;
+    moe_chat_message *turns;   /* (n_turns) roles are static, contents malloc'ed */
+    int n_turns, cap_turns;
+} chat_state;
+
+/* What a click can land on, as the last frame laid it out. */
+typedef struct {
+    int y, x, h, w;
+} hit_rect;
 
 typedef struct tui {
     /* engine objects */
@@ -61,6 +81,7 @@ typedef struct tui {
     int wake_fd[2];            /* worker -> UI: something changed */
     int n_predict;
     int ignore_eos;
+    chat_state chat;
 
     /* UI thread only */
     int focus;
@@ -83,6 +104,12 @@ typedef struct tui {
     int cmd_len;
     int confirm_quit;
     int nocolour;
+    int cmd_kind;              /* ':' a command, '/' a search */
+    char search[128];          /* the last search; "" none */
+    int match_first, match_last; /* tokens of the current match; -1 none */
+    int mouse;                 /* clicks select (config: mouse = on) */
+    hit_rect hit_transcript, hit_router, hit_experts, hit_steer, hit_prompt;
+    int router_first, experts_first; /* first rows shown, for clicks */
     struct {                   /* the controls as last applied */
         int *k;                /* (n_routes) */
         uint8_t *on;           /* (n_routes, n_experts) */
@@ -97,6 +124,38 @@ void worker_stop(tui *t);
 /* Queue a job (text is copied). Returns 0, or -1 if the worker is busy. */
 int worker_submit(tui *t, int job, const char *text);
 void worker_wake(tui *t);
+
+/* ---- chat.c ---- */
+/* Use the template called name: "model" (the model's own), a built-in
+ * (chatml, llama3, ...) or a file; turns chat mode on. Called with
+ * sess_lock held. 0, or -1 with the reason in msg (nothing changed). */
+int chat_set_template(tui *t, const char *name, char *msg, size_t len);
+/* Forget the turns (a new conversation). sess_lock held. */
+void chat_clear(chat_state *c);
+void chat_done(chat_state *c);
+/* Append the user's turn, render the whole conversation with the
+ * generation prompt and encode it: *ids (malloc'ed) of *n tokens. On
+ * failure the turn is taken back and err says why. sess_lock held. */
+int chat_render_ids(tui *t, const char *user, int32_t **ids, int *n, moe_error *err);
+/* Record the assistant's reply (the generated ids, decoded). sess_lock held. */
+void chat_add_reply(tui *t, const int32_t *ids, int n);
+/* 1 when id ends an assistant turn under the template. */
+int chat_is_stop(const chat_state *c, int32_t id);
+/* The name of expert e ("logic") or NULL when experts are numbers. */
+const char *tui_expert_name(const tui *t, int e);
+
+/* ---- settings.c: $XDG_CONFIG_HOME/moescope/config ---- */
+typedef struct {
+    int palette;               /* colour_palette */
+    char colour[32];           /* "vote" or a layer number; "" unset */
+    char model[4096];          /* default model; "" unset */
+    int threads;               /* 0 unset */
+    int mouse;                 /* 1 on (default), 0 off */
+    char warn[512];            /* problems found, for the message bar */
+} tui_settings;
+/* Read the settings file (missing: defaults, no warning). Never fails:
+ * unknown keys and bad values are skipped and described in cfg->warn. */
+void settings_load(tui_settings *cfg);
 
 /* ---- commands.c ---- */
 /* Run one `:` line ("off 3", "k L1:2", "save out.json"). Returns KEY_* flags;
@@ -124,6 +183,11 @@ void ui_escape(const char *s, size_t n, char *out, size_t cap);
 int ui_width(const char *s, size_t n);
 void pane_transcript_draw(tui *t, rect r);
 int pane_transcript_key(tui *t, int key);
+/* Select the start of the next (dir 1) or previous (-1) match of
+ * t->search in the transcript's text (ASCII case folded), wrapping. */
+int search_step(tui *t, int dir);
+/* The token drawn at screen cell (y, x) in the last frame, or -1. */
+int pane_transcript_hit(const tui *t, int y, int x);
 void pane_router_draw(tui *t, rect r);
 void pane_usage_draw(tui *t, rect r);
 void pane_experts_draw(tui *t, rect r);

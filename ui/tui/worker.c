@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -42,49 +43,130 @@ static void fail(tui *t, const moe_error *err)
     tui_message(t, 1, "engine: %s", err->msg);
 }
 
+/* "#1,5,9" (or spaces between): a prompt of token ids, for models
+ * without a tokenizer. 0, or -1 with err filled. */
+static int parse_ids(const char *s, int vocab, int32_t **ids, int *n, moe_error *err)
+{
+    size_t cap = strlen(s) / 2 + 1;
+    *ids = malloc(cap * sizeof **ids), *n = 0;
+    if (!*ids) {
+        snprintf(err->msg, sizeof err->msg, "out of memory");
+        return -1;
+    }
+    for (const char *p = s + 1; *p;) {
+        if (*p == ',' || *p == ' ') {
+            p++;
+            continue;
+        }
+        char *end;
+        long v = strtol(p, &end, 10);
+        if (end == p || v < 0 || v >= vocab) {
+            snprintf(err->msg, sizeof err->msg, "token ids: expected #ID,ID,... with 0 <= ID < %d, at '%.20s'",
+                     vocab, p);
+            free(*ids);
+            *ids = NULL, *n = 0;
+            return -1;
+        }
+        (*ids)[(*n)++] = (int32_t)v;
+        p = end;
+    }
+    return 0;
+}
+
+/* The tokens of a prompt: ids[*from..n) are evaluated. In raw mode they
+ * continue the cache (*from 0). In chat mode the whole conversation is
+ * rendered again; when the cache holds a prefix of it, only the new suffix
+ * is evaluated (*from = the cache's length), otherwise the session starts
+ * over (*from 0, *reset 1). Called with sess_lock held. */
+static int prompt_ids(tui *t, const char *text, int32_t **ids, int *n, int *from, int *reset, moe_error *err)
+{
+    int pos = moe_session_pos(t->s);
+    *from = 0, *reset = 0;
+    if (text[0] == '#' && text[1] >= '0' && text[1] <= '9')
+        return parse_ids(text, t->info->vocab, ids, n, err);
+    if (!t->tok) {
+        snprintf(err->msg, sizeof err->msg,
+                 "this model has no tokenizer.json: type token ids instead, as #1,5,9");
+        return -1;
+    }
+    if (!t->chat.on)
+        return moe_tokenizer_encode(t->tok, text, strlen(text), pos == 0, ids, n, err) ? -1 : 0;
+    if (chat_render_ids(t, text, ids, n, err))
+        return -1;
+    int same = *n > pos;
+    pthread_mutex_lock(&t->lock);
+    same &= t->conv.n == pos;
+    for (int i = 0; same && i < pos; i++)
+        same = t->conv.tok[i].id == (*ids)[i];
+    pthread_mutex_unlock(&t->lock);
+    *from = same ? pos : 0;
+    *reset = !same && pos > 0;
+    return 0;
+}
+
 static void generate(tui *t, const char *text)
 {
     moe_error err = {0};
-    int32_t *ids = NULL;
-    int n = 0;
+    int32_t *ids = NULL, *gen = NULL;
+    int n = 0, from = 0, reset = 0, chat = 0;
     pthread_mutex_lock(&t->sess_lock);
     int pos = moe_session_pos(t->s);
-    if (t->tok) {
-        if (moe_tokenizer_encode(t->tok, text, strlen(text), pos == 0, &ids, &n, &err)) {
-            pthread_mutex_unlock(&t->sess_lock);
-            fail(t, &err);
-            return;
-        }
-    }
-    if (!t->tok || n == 0) {
+    if (prompt_ids(t, text, &ids, &n, &from, &reset, &err)) {
         pthread_mutex_unlock(&t->sess_lock);
-        free(ids);
-        tui_message(t, 1, t->tok ? "the prompt is empty" : "this model has no tokenizer.json: text prompts need one");
+        tui_message(t, 1, "%s", err.msg);
         return;
     }
-    if (pos + n >= moe_session_n_ctx(t->s)) {
+    chat = t->chat.on && ids && text[0] != '#';
+    if (n - from <= 0) {
+        if (chat)
+            free((char *)t->chat.turns[--t->chat.n_turns].content);
         pthread_mutex_unlock(&t->sess_lock);
         free(ids);
-        tui_message(t, 1, "the context is full (%d of %d tokens): :clear starts a new conversation", pos,
+        tui_message(t, 1, "the prompt is empty");
+        return;
+    }
+    int need = (reset ? 0 : pos) + n - from;
+    if (need >= moe_session_n_ctx(t->s)) {
+        if (chat)
+            free((char *)t->chat.turns[--t->chat.n_turns].content);
+        pthread_mutex_unlock(&t->sess_lock);
+        free(ids);
+        tui_message(t, 1, "the context is full (%d of %d tokens): :clear starts a new conversation", need,
                     moe_session_n_ctx(t->s));
         return;
+    }
+    if (reset) { /* the template rendered the history otherwise: start over */
+        moe_session_reset(t->s);
+        pthread_mutex_lock(&t->lock);
+        convo_clear(&t->conv);
+        pthread_mutex_unlock(&t->lock);
     }
     pthread_mutex_lock(&t->lock);
     t->conv.prompt_mode = 1;
     pthread_mutex_unlock(&t->lock);
-    moe_status st = moe_session_eval(t->s, ids, n, &err);
-    for (int i = 0; i < n && !st; i++)
+    moe_status st = moe_session_eval(t->s, ids + from, n - from, &err);
+    for (int i = from; i < n && !st; i++)
         moe_sampler_accept(t->smp, ids[i]);
     pthread_mutex_lock(&t->lock);
     t->conv.prompt_mode = 0;
     pthread_mutex_unlock(&t->lock);
+    if (st && chat)
+        free((char *)t->chat.turns[--t->chat.n_turns].content);
     pthread_mutex_unlock(&t->sess_lock);
     free(ids);
     if (st) {
         fail(t, &err);
         return;
     }
-    int eos = t->info->eos_id, eos2 = moe_tokenizer_eos(t->tok), n_gen = 0;
+    char how[96] = "";
+    if (chat && reset)
+        snprintf(how, sizeof how, "; chat: re-prefilled %d tokens", n);
+    else if (chat && from)
+        snprintf(how, sizeof how, "; chat: %d new prompt tokens after %d cached", n - from, from);
+    else if (chat)
+        snprintf(how, sizeof how, "; chat: %d prompt tokens", n);
+    int eos = t->info->eos_id, eos2 = t->tok ? moe_tokenizer_eos(t->tok) : -1, n_gen = 0, n_reply = 0;
+    gen = malloc((size_t)t->n_predict * sizeof *gen);
     double t0 = now();
     const char *why = "done";
     while (n_gen < t->n_predict) {
@@ -104,19 +186,30 @@ static void generate(tui *t, const char *text)
         pthread_mutex_unlock(&t->sess_lock);
         if (st) {
             fail(t, &err);
-            return;
+            why = NULL;
+            break;
         }
         n_gen++;
         double dt = now() - t0;
         pthread_mutex_lock(&t->lock);
         t->tok_s = dt > 0 ? n_gen / dt : 0;
         pthread_mutex_unlock(&t->lock);
-        if ((id == eos || id == eos2) && !t->ignore_eos) {
-            why = "end of text";
+        int eot = chat && chat_is_stop(&t->chat, id);
+        if ((id == eos || id == eos2 || eot) && !t->ignore_eos) {
+            why = eot && id != eos && id != eos2 ? "end of turn" : "end of text";
             break;
         }
+        if (gen)
+            gen[n_reply++] = id;
     }
-    tui_message(t, 0, "%s: %d tokens, %.1f tok/s", why, n_gen, t->tok_s);
+    if (chat) { /* the reply is a turn, whatever ended it */
+        pthread_mutex_lock(&t->sess_lock);
+        chat_add_reply(t, gen, n_reply);
+        pthread_mutex_unlock(&t->sess_lock);
+    }
+    free(gen);
+    if (why)
+        tui_message(t, 0, "%s: %d tokens, %.1f tok/s%s", why, n_gen, t->tok_s, how);
 }
 
 static void *worker_main(void *arg)
@@ -150,6 +243,7 @@ static void *worker_main(void *arg)
         } else if (job == JOB_CLEAR) {
             pthread_mutex_lock(&t->sess_lock);
             moe_session_reset(t->s);
+            chat_clear(&t->chat);
             pthread_mutex_unlock(&t->sess_lock);
             pthread_mutex_lock(&t->lock);
             convo_clear(&t->conv);
