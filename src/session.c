@@ -733,6 +733,14 @@ moe_status moe_session_reprefill(moe_session *s, moe_error *err)
     return moe_session_eval(s, s->history, n, err);
 }
 
+moe_status moe_session_truncate(moe_session *s, int pos, moe_error *err)
+{
+    if (pos < 0 || pos > s->pos)
+        return moe_fail(err, MOE_EINVAL, "cannot truncate to position %d: the session holds %d", pos, s->pos);
+    s->pos = pos;
+    return MOE_OK;
+}
+
 void moe_session_reset(moe_session *s)
 {
     s->pos = 0;

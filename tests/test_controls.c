@@ -399,6 +399,18 @@ static void capacity_and_reprefill(void)
     float before[320];
     memcpy(before, moe_session_logits(a), sizeof before);
     ok(moe_session_reprefill(a, &err) == MOE_OK && moe_session_pos(a) == 16, "re-prefill of 16 tokens");
+    {
+        /* truncating to 10 and evaluating tokens 10..15 again gives the same logits */
+        float full[320];
+        memcpy(full, moe_session_logits(a), sizeof full);
+        ok(moe_session_truncate(a, 17, &err) == MOE_EINVAL, "truncating past the end: %s", err.msg);
+        moe_session_truncate(a, 10, &err);
+        moe_session_eval(a, ids + 10, 6, &err);
+        float dt = 0;
+        for (int i = 0; i < 320; i++)
+            dt = fmaxf(dt, fabsf(full[i] - moe_session_logits(a)[i]));
+        ok(moe_session_pos(a) == 16 && dt < 1e-5f, "truncate to 10 and re-evaluate: same logits (%.1e)", dt);
+    }
     moe_session_set_expert(b, -1, 5, 0, &err);
     moe_session_eval(b, ids, 16, &err);
     float d = 0, d0 = 0;

@@ -154,6 +154,10 @@ int moe_session_n_ctx(const moe_session *s);
 int moe_session_n_threads(const moe_session *s);
 /* Forget every position (the KV cache is reused). */
 void moe_session_reset(moe_session *s);
+/* Forget the positions from `pos` on, keeping the cache before it (to
+ * re-evaluate a conversation whose end changed). MOE_EINVAL if pos is
+ * negative or past the current position. */
+moe_status moe_session_truncate(moe_session *s, int pos, moe_error *err);
 void moe_session_set_trace(moe_session *s, const moe_trace_sink *sink);
 
 /* Experts per token: layer -1 sets every MoE layer. 1 <= k <= n_experts.
