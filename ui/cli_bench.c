@@ -112,9 +112,11 @@ int cmd_bench(int argc, char **argv)
     }
     const moe_model_info *in = moe_model_info_get(m);
     char name[64], size[32], params[32];
-    snprintf(name, sizeof name, "%s %.2fB %s", in->arch, in->params_total / 1e9, moe_dtype_name(in->dtype));
+    double pt = (double)in->params_total;
+    snprintf(name, sizeof name, "%s %.2f%s %s", in->arch, pt >= 1e9 ? pt / 1e9 : pt / 1e6, pt >= 1e9 ? "B" : "M",
+             moe_dtype_name(in->dtype));
     human_size(size, sizeof size, (double)in->weight_bytes);
-    snprintf(params, sizeof params, "%.2f B", in->params_total / 1e9);
+    snprintf(params, sizeof params, pt >= 1e9 ? "%.2f B" : "%.2f M", pt >= 1e9 ? pt / 1e9 : pt / 1e6);
     threads = moe_session_n_threads(s);
     printf("| %-30s | %10s | %10s | %-16s | %7s | %15s | %20s |\n", "model", "size", "params", "backend",
            "threads", "test", "t/s");
