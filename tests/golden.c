@@ -1,28 +1,11 @@
 /* Reading golden JSON files for the model tests. */
 #include "golden.h"
+#include "testutil.h"
 
 #include <cjson/cJSON.h>
 #include <stdio.h>
 #include <stdlib.h>
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = n >= 0 ? malloc((size_t)n + 1) : NULL;
-    if (buf && fread(buf, 1, (size_t)n, f) == (size_t)n) {
-        buf[n] = 0;
-    } else {
-        free(buf);
-        buf = NULL;
-    }
-    fclose(f);
-    return buf;
-}
 
 static int ints(const cJSON *a, int32_t **out)
 {
@@ -38,7 +21,7 @@ int golden_load(const char *path, golden *g)
 {
     g->cases = NULL;
     g->n_cases = 0;
-    char *text = slurp(path);
+    char *text = test_slurp(path, NULL);
     cJSON *root = text ? cJSON_Parse(text) : NULL;
     free(text);
     const cJSON *cases = cJSON_GetObjectItem(root, "cases");

@@ -9,27 +9,9 @@
 
 #include "moescope/moescope.h"
 #include "tap.h"
+#include "testutil.h"
 
-static const char *srcdir = ".";
 
-static cJSON *read_json(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *b = malloc((size_t)n + 1);
-    size_t got = b ? fread(b, 1, (size_t)n, f) : 0;
-    fclose(f);
-    if (!b)
-        return NULL;
-    b[got] = 0;
-    cJSON *j = cJSON_Parse(b);
-    free(b);
-    return j;
-}
 
 static const char *jstr(const cJSON *o, const char *k)
 {
@@ -54,8 +36,8 @@ static void show_diff(const char *want, const char *got)
 static void check_fixture(const char *name)
 {
     char path[4096];
-    snprintf(path, sizeof path, "%s/tests/fixtures/chat/%s.json", srcdir, name);
-    cJSON *fx = read_json(path);
+    snprintf(path, sizeof path, "%s/tests/fixtures/chat/%s.json", test_srcdir(), name);
+    cJSON *fx = test_read_json(path);
     if (!ok(fx != NULL, "%s: fixture readable", name))
         return;
     const char *tmpl = jstr(fx, "template");
@@ -153,8 +135,6 @@ static void check_render(const char *what, const char *tmpl, const char *ctxj, c
 
 int main(void)
 {
-    if (getenv("top_srcdir"))
-        srcdir = getenv("top_srcdir");
     static const char *const fixtures[] = {"qwen3", "llama3", "mistral", "tulu", "chatml", "llama3_instruct", "features"};
     for (size_t i = 0; i < sizeof fixtures / sizeof *fixtures; i++)
         check_fixture(fixtures[i]);
@@ -210,8 +190,8 @@ int main(void)
     /* Every prefix of a real template ends in a rendering or an error. */
     {
         char path[4096];
-        snprintf(path, sizeof path, "%s/tests/fixtures/chat/qwen3.json", srcdir);
-        cJSON *fx = read_json(path);
+        snprintf(path, sizeof path, "%s/tests/fixtures/chat/qwen3.json", test_srcdir());
+        cJSON *fx = test_read_json(path);
         const char *tmpl = fx ? jstr(fx, "template") : NULL;
         size_t len = tmpl ? strlen(tmpl) : 0;
         char *cut = malloc(len + 1);
@@ -234,7 +214,7 @@ int main(void)
     /* The template a model ships, and its stop strings. */
     char dir[4096], *src = NULL, *bos = NULL, *eos = NULL;
     moe_error err = {0};
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/tokenizer/qwen3", srcdir);
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/tokenizer/qwen3", test_srcdir());
     moe_status st = moe_chat_template_load(dir, &src, &bos, &eos, &err);
     ok(st == MOE_OK && src && strstr(src, "<|im_start|>") && !bos && eos && strcmp(eos, "<|im_end|>") == 0,
        "qwen3: chat_template and EOS from tokenizer_config.json (no BOS)");
@@ -244,7 +224,7 @@ int main(void)
     free(src);
     free(bos);
     free(eos);
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/tokenizer/llama2", srcdir);
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/tokenizer/llama2", test_srcdir());
     st = moe_chat_template_load(dir, &src, &bos, &eos, &err);
     ok(st == MOE_EFORMAT && !src && strstr(err.msg, "no chat_template"), "llama2: a config without a template is refused");
     ns = moe_chat_stop_strings(moe_chat_builtin("llama3"), "<|end_of_text|>", stops, 8);

@@ -11,31 +11,11 @@
 #include "golden.h"
 #include "moescope/moescope.h"
 #include "tap.h"
+#include "testutil.h"
 
 #define LOGIT_TOL 1e-3
 
-static const char *srcdir(void)
-{
-    const char *d = getenv("top_srcdir");
-    return d && *d ? d : ".";
-}
 
-static cJSON *load_json(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    size_t got = fread(buf, 1, (size_t)n, f);
-    fclose(f);
-    buf[got] = 0;
-    cJSON *j = cJSON_Parse(buf);
-    free(buf);
-    return j;
-}
 
 /* Apply one case's "controls" object through the public API. */
 static int apply(moe_session *s, const cJSON *ctl, moe_error *err)
@@ -116,9 +96,9 @@ static int argmax(const float *v, int n)
 static void golden_cases(const char *model)
 {
     char dir[1024], path[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/%s", srcdir(), model);
-    snprintf(path, sizeof path, "%s/tests/fixtures/golden/controls-%s.json", srcdir(), model);
-    cJSON *root = load_json(path);
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/%s", test_srcdir(), model);
+    snprintf(path, sizeof path, "%s/tests/fixtures/golden/controls-%s.json", test_srcdir(), model);
+    cJSON *root = test_read_json(path);
     moe_model *m;
     moe_error err = {0};
     if (!ok(root && moe_model_open(dir, &m, &err) == MOE_OK, "%s: model and %s load", model, path)) {
@@ -198,7 +178,7 @@ static void golden_cases(const char *model)
 static void refusals(void)
 {
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", srcdir());
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", test_srcdir());
     moe_model *m;
     moe_session *s;
     moe_error err = {0};
@@ -280,7 +260,7 @@ static void refusals(void)
 static void equivalences(void)
 {
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", srcdir());
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", test_srcdir());
     moe_model *m;
     moe_error err = {0};
     if (moe_model_open(dir, &m, &err))
@@ -348,7 +328,7 @@ static void on_cap(void *ctx, const moe_token_trace *t)
 static void capacity_and_reprefill(void)
 {
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", srcdir());
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", test_srcdir());
     moe_model *m;
     moe_error err = {0};
     if (moe_model_open(dir, &m, &err))
@@ -430,7 +410,7 @@ static void capacity_and_reprefill(void)
 static void activations(void)
 {
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", srcdir());
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", test_srcdir());
     moe_model *m;
     moe_error err = {0};
     if (moe_model_open(dir, &m, &err))

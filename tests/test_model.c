@@ -17,14 +17,10 @@
 #include "golden.h"
 #include "moescope/moescope.h"
 #include "tap.h"
+#include "testutil.h"
 
 #define LOGIT_TOL 1e-3
 
-static const char *srcdir(void)
-{
-    const char *d = getenv("top_srcdir");
-    return d && *d ? d : ".";
-}
 
 static float max_abs_diff(const float *a, const float *b, int n)
 {
@@ -164,8 +160,8 @@ static void run_case(moe_model *m, const char *name, const golden_case *gc, int 
 static void test_model(const char *name)
 {
     char dir[1024], gpath[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/%s", srcdir(), name);
-    snprintf(gpath, sizeof gpath, "%s/tests/fixtures/golden/%s.json", srcdir(), name);
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/%s", test_srcdir(), name);
+    snprintf(gpath, sizeof gpath, "%s/tests/fixtures/golden/%s.json", test_srcdir(), name);
     moe_model *m;
     moe_error err = {0};
     if (!ok(moe_model_open(dir, &m, &err) == MOE_OK, "%s: opens (%s)", name, err.msg))
@@ -204,7 +200,7 @@ static void test_model(const char *name)
 static void test_info(void)
 {
     char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", srcdir());
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", test_srcdir());
     moe_model *m;
     moe_error err = {0};
     if (!ok(moe_model_open(dir, &m, &err) == MOE_OK, "mixtral-tiny opens for info (%s)", err.msg))
@@ -247,7 +243,7 @@ static void test_info(void)
     moe_session_free(s);
     moe_model_close(m);
 
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/llama-tiny", srcdir());
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/llama-tiny", test_srcdir());
     if (moe_model_open(dir, &m, &err) == MOE_OK) {
         moe_session_new(m, &sp, &s, &err);
         ok(moe_session_set_k(s, -1, 1, &err) == MOE_EINVAL && strstr(err.msg, "dense"),

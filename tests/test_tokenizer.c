@@ -9,8 +9,8 @@
 
 #include "moescope/moescope.h"
 #include "tap.h"
+#include "testutil.h"
 
-static const char *srcdir;
 
 /* Speed is measured by tests/bench/tokenizer.sh, not judged here: the
  * timings below are printed as diagnostics only. */
@@ -24,26 +24,6 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    rewind(f);
-    char *b = malloc((size_t)n + 1);
-    if (b && fread(b, 1, (size_t)n, f) != (size_t)n) {
-        free(b);
-        b = NULL;
-    }
-    fclose(f);
-    if (b) {
-        b[n] = 0;
-        *len = (size_t)n;
-    }
-    return b;
-}
 
 static int same_ids(const cJSON *want, const int32_t *ids, int n)
 {
@@ -119,8 +99,8 @@ static int stream_matches(const moe_tokenizer *t, moe_detokenizer *d, const int3
 static void check_vocab(const char *vocab, double *mbps)
 {
     char dir[1024], path[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/tokenizer/%s", srcdir, vocab);
-    snprintf(path, sizeof path, "%s/tests/fixtures/tokenizer/%s.json", srcdir, vocab);
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/tokenizer/%s", test_srcdir(), vocab);
+    snprintf(path, sizeof path, "%s/tests/fixtures/tokenizer/%s.json", test_srcdir(), vocab);
     moe_error err = {0};
     moe_tokenizer *t = NULL;
     double t0 = now();
@@ -132,7 +112,7 @@ static void check_vocab(const char *vocab, double *mbps)
     }
     diag("%s: %d ids loaded in %.3f s of CPU", vocab, moe_tokenizer_vocab_size(t), load);
     size_t len;
-    char *json = slurp(path, &len);
+    char *json = test_slurp(path, &len);
     cJSON *root = json ? cJSON_Parse(json) : NULL;
     free(json);
     const cJSON *cases = cJSON_GetObjectItem(root, "cases"), *c;
@@ -297,9 +277,6 @@ static void check_bad_files(void)
 
 int main(void)
 {
-    srcdir = getenv("top_srcdir");
-    if (!srcdir)
-        srcdir = ".";
     double mbps;
     check_vocab("qwen3", &mbps);
     check_vocab("llama3", &mbps);

@@ -19,13 +19,9 @@
 
 #include "moescope/moescope.h"
 #include "tap.h"
+#include "testutil.h"
 #include "transcript.h"
 
-static const char *srcdir(void)
-{
-    const char *d = getenv("top_srcdir");
-    return d && *d ? d : ".";
-}
 
 /* The raw routing the engine delivered, to measure what a save loses. */
 typedef struct {
@@ -45,20 +41,6 @@ static void rec_token(void *ctx, const moe_token_trace *tt)
         r->n = tt->pos + 1;
 }
 
-static char *slurp(const char *path, size_t *len)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *buf = malloc((size_t)n + 1);
-    *len = fread(buf, 1, (size_t)n, f);
-    buf[*len] = 0;
-    fclose(f);
-    return buf;
-}
 
 static void spit(const char *path, const char *buf, size_t len)
 {
@@ -169,7 +151,7 @@ static transcript *record(const char *model, recorder *rec)
 static void test_round_trip(const char *dir)
 {
     char model[4096], a[4200], b[4200], msg[1024] = "";
-    snprintf(model, sizeof model, "%s/tests/fixtures/models/mixtral-tiny", srcdir());
+    snprintf(model, sizeof model, "%s/tests/fixtures/models/mixtral-tiny", test_srcdir());
     recorder *rec = calloc(1, sizeof *rec);
     transcript *t = record(model, rec);
     if (!t) {
@@ -237,7 +219,7 @@ static void test_round_trip(const char *dir)
     int rc = transcript_save(t, keep, msg, sizeof msg);
     setrlimit(RLIMIT_FSIZE, &old);
     size_t len = 0;
-    char *content = slurp(keep, &len);
+    char *content = test_slurp(keep, &len);
     ok(rc != 0 && strstr(msg, "keep.json") && strstr(msg, "write failed"),
        "a save onto a full disk (RLIMIT_FSIZE) fails naming the file (%s)", msg);
     ok(content && len == 4 && !memcmp(content, "OLD\n", 4), "... and the old file is intact");
@@ -246,7 +228,7 @@ static void test_round_trip(const char *dir)
     if (geteuid() != 0) {
         chmod(sub, 0555);
         rc = transcript_save(t, keep, msg, sizeof msg);
-        content = slurp(keep, &len);
+        content = test_slurp(keep, &len);
         ok(rc != 0 && strstr(msg, "keep.json") && content && len == 4, "a read-only directory: refused, old file intact (%s)",
            msg);
         free(content);
@@ -262,7 +244,7 @@ static void test_round_trip(const char *dir)
     transcript_free(w);
 
     /* Every truncation of a good file is refused without a crash. */
-    content = slurp(a, &len);
+    content = test_slurp(a, &len);
     int refused = 0, tried = 0;
     size_t step = len / 300 + 1;
     for (size_t cut = 0; cut < len - 2; cut += step, tried++) {
@@ -299,7 +281,7 @@ out:
 static void test_corpus(void)
 {
     char path[4096], line[1024], msg[1024];
-    snprintf(path, sizeof path, "%s/tests/data/transcripts/EXPECT", srcdir());
+    snprintf(path, sizeof path, "%s/tests/data/transcripts/EXPECT", test_srcdir());
     FILE *f = fopen(path, "r");
     if (!ok(f != NULL, "corpus index %s", path))
         return;
@@ -310,7 +292,7 @@ static void test_corpus(void)
             continue;
         *bar = 0;
         const char *want = bar + 1;
-        snprintf(path, sizeof path, "%s/tests/data/transcripts/%s", srcdir(), line);
+        snprintf(path, sizeof path, "%s/tests/data/transcripts/%s", test_srcdir(), line);
         transcript *t = transcript_load(path, msg, sizeof msg);
         if (!*want)
             ok(t != NULL, "%s loads%s%s", line, t ? "" : ": ", t ? "" : msg);

@@ -1,0 +1,36 @@
+/* Helpers shared by the unit tests (see testutil.h). */
+#include "testutil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+
+const char *test_srcdir(void)
+{
+    const char *d = getenv("top_srcdir");
+    return d && *d ? d : ".";
+}
+
+char *test_slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    char *buf = NULL;
+    long n = fseek(f, 0, SEEK_END) == 0 ? ftell(f) : -1;
+    if (n >= 0 && fseek(f, 0, SEEK_SET) == 0 && (buf = malloc((size_t)n + 1))) {
+        size_t got = fread(buf, 1, (size_t)n, f);
+        buf[got] = 0;
+        if (len)
+            *len = got;
+    }
+    fclose(f);
+    return buf;
+}
+
+cJSON *test_read_json(const char *path)
+{
+    char *text = test_slurp(path, NULL);
+    cJSON *j = text ? cJSON_Parse(text) : NULL;
+    free(text);
+    return j;
+}
