@@ -427,6 +427,13 @@ static void route(moe_session *s, int l, int moe_idx, int nb)
 }
 
 /* SwiGLU experts over their groups; the weighted outputs sum into proj. */
+/* dst row i = src row tok[i]: the tokens routed to one expert, side by side. */
+static void gather_rows(float *dst, const float *src, const int *tok, int n, int dim)
+{
+    for (int i = 0; i < n; i++)
+        memcpy(dst + (size_t)i * dim, src + (size_t)tok[i] * dim, (size_t)dim * sizeof(float));
+}
+
 /* The hidden activation of one MLP over n gathered rows of s->xe into
  * s->h1: silu(gate x) * up x, with the neuron offsets aimed at it. */
 static void mlp_hidden(moe_session *s, const mlp_weights *W, int n, int l, moe_offset_kind kind, int expert)
@@ -468,8 +475,7 @@ static void experts(moe_session *s, int l, int nb)
             continue;
         const int *tok = s->group_tok + (size_t)e * s->n_batch;
         const float *w = s->group_w + (size_t)e * s->n_batch;
-        for (int i = 0; i < n; i++)
-            memcpy(s->xe + (size_t)i * dim, s->xb + (size_t)tok[i] * dim, (size_t)dim * sizeof(float));
+        gather_rows(s->xe, s->xb, tok, n, dim);
         swiglu(s, L->n_experts ? &L->experts[e] : &L->dense, n, l, MOE_OFFSET_MLP, e);
         for (int i = 0; i < n; i++)
             kern_axpy(w[i], s->xe + (size_t)i * dim, s->proj + (size_t)tok[i] * dim, (size_t)dim);
@@ -516,8 +522,7 @@ static void micro_layer(moe_session *s, int l, int moe_idx, int nb)
             continue;
         const int *tok = s->group_tok + (size_t)e * s->n_batch;
         const float *w = s->group_w + (size_t)e * s->n_batch;
-        for (int i = 0; i < n; i++)
-            memcpy(s->xe + (size_t)i * dim, in + (size_t)tok[i] * dim, (size_t)dim * sizeof(float));
+        gather_rows(s->xe, in, tok, n, dim);
         project_q(s, B, s->xe, n, tok);
         attend(s, B, slot, n, tok);
         /* h = x + attention; the MLP's input is norm(h) or h */

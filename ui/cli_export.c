@@ -29,21 +29,6 @@ static const char *const HTML_PALETTE[] = {"#e69f00", "#56b4e9", "#009e73", "#f0
                                            "#cc79a7", "#bcbcbc", "#ff5f5f", "#87d787", "#af87ff", "#d7af87"};
 #define N_HTML_PALETTE (int)(sizeof HTML_PALETTE / sizeof HTML_PALETTE[0])
 
-static int utf8_ok(const unsigned char *s, size_t n)
-{
-    for (size_t i = 0; i < n;) {
-        int len = s[i] < 0x80 ? 1 : (s[i] & 0xE0) == 0xC0 ? 2 : (s[i] & 0xF0) == 0xE0 ? 3
-                                  : (s[i] & 0xF8) == 0xF0 ? 4 : 0;
-        if (!len || !s[i] || i + (size_t)len > n || (len == 2 && s[i] < 0xC2))
-            return 0;
-        for (int j = 1; j < len; j++)
-            if ((s[i + j] & 0xC0) != 0x80)
-                return 0;
-        i += (size_t)len;
-    }
-    return 1;
-}
-
 /* How many tokens from i on (1 to 4) whose bytes together make whole UTF-8
  * characters, for pieces that are parts of a character; 0 if none do. */
 static int char_run(const transcript *t, int i)
@@ -56,7 +41,7 @@ static int char_run(const transcript *t, int i)
             return 0;
         memcpy(buf + len, k->text, k->len);
         len += k->len;
-        if (utf8_ok(buf, len))
+        if (transcript_utf8_ok(buf, len))
             return j - i + 1;
     }
     return 0;
@@ -238,7 +223,7 @@ static int write_html(const transcript *t, FILE *f)
         if (k->colour >= 0)
             fprintf(f, " e%d", k->colour);
         fprintf(f, "\" data-i=\"%d\">", i);
-        if (k->text && utf8_ok((const unsigned char *)k->text, k->len)) {
+        if (k->text && transcript_utf8_ok((const unsigned char *)k->text, k->len)) {
             html_text(f, k->text, k->len);
         } else if (k->text) {
             /* part of a character: the run of tokens that completes it shows
@@ -325,7 +310,7 @@ static void csv_text(FILE *f, const transcript_token *k)
     fputc('"', f);
     if (!k->text)
         fprintf(f, "[%d]", (int)k->id);
-    int whole = k->text && utf8_ok((const unsigned char *)k->text, k->len);
+    int whole = k->text && transcript_utf8_ok((const unsigned char *)k->text, k->len);
     for (size_t i = 0; k->text && i < k->len; i++) {
         unsigned char c = (unsigned char)k->text[i];
         if (c == '"')

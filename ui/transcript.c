@@ -201,8 +201,7 @@ static char *dup_s(const char *s)
     return s ? dup_n(s, strlen(s)) : NULL;
 }
 
-/* 1 if s[0..n) is valid UTF-8 without NUL bytes (JSON strings must be). */
-static int utf8_ok(const unsigned char *s, size_t n)
+int transcript_utf8_ok(const unsigned char *s, size_t n)
 {
     for (size_t i = 0; i < n;) {
         int len = s[i] < 0x80 ? 1 : (s[i] & 0xE0) == 0xC0 ? 2 : (s[i] & 0xF0) == 0xE0 ? 3
@@ -227,7 +226,7 @@ static char *utf8_clean(const char *s, size_t n)
         return NULL;
     for (size_t i = 0; i < n;) {
         size_t len = 1;
-        while (len <= 4 && i + len <= n && !utf8_ok((const unsigned char *)s + i, len))
+        while (len <= 4 && i + len <= n && !transcript_utf8_ok((const unsigned char *)s + i, len))
             len++;
         if (len <= 4 && i + len <= n) {
             memcpy(out + o, s + i, len);
@@ -668,7 +667,7 @@ static cJSON *token_json(const transcript *t, int i)
         return NULL;
     cJSON_AddNumberToObject(o, "pos", rec->pub.pos);
     cJSON_AddNumberToObject(o, "id", rec->pub.id);
-    if (rec->text && utf8_ok((const unsigned char *)rec->text, rec->pub.len)) {
+    if (rec->text && transcript_utf8_ok((const unsigned char *)rec->text, rec->pub.len)) {
         cJSON_AddStringToObject(o, "text", rec->text);
     } else {
         cJSON_AddNullToObject(o, "text");

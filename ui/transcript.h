@@ -135,6 +135,8 @@ int transcript_compare(const transcript *a, const transcript *b, double tol, cha
 /* The expert that colours a token: the most frequent top-1 expert over the
  * MoE layers (ties: the lower index), as in the MiCRo paper's plots; -1
  * for a dense model. */
+/* 1 if s[0..n) is valid UTF-8 without NUL bytes (JSON strings must be). */
+int transcript_utf8_ok(const unsigned char *s, size_t n);
 int transcript_colour_vote(const moe_token_trace *t);
 
 /* SHA-256 of a file as 64 hex digits plus NUL in hex. 0, or -1 (errno set). */
