@@ -163,6 +163,23 @@ check_err 1 "chat template" "a broken template file is reported" -- run "$m" -p 
 check_err 1 "tokenizer.json" "-p on a model without a tokenizer" -- run "$fix/models/llama-tiny" -p "hello"
 check_err 2 "not both" "-p and --prompt-ids together" -- run "$m" -p "hello" --prompt-ids 1
 
+# Every family inspects, benches and runs: the MoE ones report routing.
+for m in llama-tiny llama3-tiny mixtral-tiny mixtral-tiny-bf16 mixtral-tiny-fused olmoe-tiny qwen2moe-tiny \
+    qwen3moe-tiny qwen3moe-tiny-fused micro-llama-tiny micro-olmo-tiny; do
+    "$ms" inspect "$fix/models/$m" >"$tmp/fam" 2>&1 &&
+        "$ms" bench "$fix/models/$m" -p 8 -n 4 -r 1 -t 2 >>"$tmp/fam" 2>&1
+    rc=$?
+    moe=$(grep -c '^experts per token' "$tmp/fam")
+    tap_ok "$([ "$rc" = 0 ] && grep -q '| *pp8 *|' "$tmp/fam" && grep -q '| *tg4 *|' "$tmp/fam" &&
+        { [ "$moe" = 1 ] || case $m in llama*) true ;; *) false ;; esac; } && echo 0 || echo 1)" \
+        "$m: inspect and bench work ($(grep architecture "$tmp/fam" | tr -s ' '))"
+done
+grep -q 'shared expert *1 per MoE layer' "$tmp/fam" || "$ms" inspect "$fix/models/qwen2moe-tiny" >"$tmp/fam2" 2>&1
+tap_ok "$(grep -q 'shared expert *1 per MoE layer, width 96' "$tmp/fam2" && grep -q '(1 dense' "$tmp/fam2" && echo 0 || echo 1)" \
+    "qwen2moe-tiny: inspect reports the shared expert and the dense layer"
+"$ms" inspect "$fix/models/qwen3moe-tiny" >"$tmp/fam3" 2>&1
+tap_ok "$(grep -q '8 in 2 MoE layers (2 dense' "$tmp/fam3" && echo 0 || echo 1)" "qwen3moe-tiny: decoder_sparse_step 2 leaves 2 of 4 layers dense"
+
 # inspect
 "$ms" inspect "$fix/models/mixtral-tiny" >"$tmp/insp" 2>&1
 tap_ok "$(grep -q 'architecture *mixtral' "$tmp/insp" && grep -q 'experts per token *2' "$tmp/insp" && grep -q 'experts *8 in 3 MoE layers' "$tmp/insp" && grep -q 'weight type *F32' "$tmp/insp" && echo 0 || echo 1)" \
