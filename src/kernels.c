@@ -32,6 +32,50 @@ static size_t dtype_size(moe_dtype t)
     return t == MOE_F32 ? 4 : 2;
 }
 
+/* ---- Q8_0 -------------------------------------------------------------
+ * ggml's block_q8_0: an f16 scale d, then 32 int8 q; weight = d * q. The
+ * matrix-vector product sums each block's q·x in f32 and scales it once. */
+enum { Q8_BLOCK = 32, Q8_BYTES = 34 };
+
+float kern_f16_to_f32(uint16_t h);
+
+static void q8_to_f32(const void *src, float *dst, size_t n)
+{
+    const unsigned char *p = src;
+    for (size_t b = 0; b < n / Q8_BLOCK; b++, p += Q8_BYTES) {
+        uint16_t h;
+        memcpy(&h, p, 2);
+        float d = kern_f16_to_f32(h);
+        const int8_t *q = (const int8_t *)(p + 2);
+        for (int j = 0; j < Q8_BLOCK; j++)
+            dst[b * Q8_BLOCK + j] = d * (float)q[j];
+    }
+}
+
+static void q8_rows(const void *W, size_t cols, const float *X, size_t n, float *Y, size_t ldy, size_t r0,
+                    size_t r1)
+{
+    size_t row = cols / Q8_BLOCK * Q8_BYTES;
+    for (size_t r = r0; r < r1; r++) {
+        const unsigned char *w = (const unsigned char *)W + r * row;
+        for (size_t v = 0; v < n; v++) {
+            const float *x = X + v * cols;
+            float acc = 0;
+            for (size_t b = 0; b < cols / Q8_BLOCK; b++) {
+                const unsigned char *p = w + b * Q8_BYTES;
+                const int8_t *q = (const int8_t *)(p + 2);
+                uint16_t h;
+                memcpy(&h, p, 2);
+                float s[8] = {0};
+                for (int j = 0; j < Q8_BLOCK; j++)
+                    s[j & 7] += (float)q[j] * x[b * Q8_BLOCK + j];
+                acc += kern_f16_to_f32(h) * (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
+            }
+            Y[v * ldy + r] = acc;
+        }
+    }
+}
+
 /* ---- scalar conversions ----------------------------------------------- */
 
 static uint32_t f32_bits(float f)
@@ -611,6 +655,10 @@ void kern_matvec(moe_dtype t, const void *W, size_t cols, const float *x, float 
                  size_t r1)
 {
     assert((unsigned)t < MOE_DTYPE_COUNT);
+    if (t == MOE_Q8_0) {
+        q8_rows(W, cols, x, 1, y, 0, r0, r1);
+        return;
+    }
     impl()->rows(t, W, cols, x, 1, y, 0, r0, r1);
 }
 
@@ -618,6 +666,10 @@ void kern_matvec_n(moe_dtype t, const void *W, size_t cols, const float *X, size
                    size_t ldy, size_t r0, size_t r1)
 {
     assert((unsigned)t < MOE_DTYPE_COUNT);
+    if (t == MOE_Q8_0) {
+        q8_rows(W, cols, X, n, Y, ldy, r0, r1);
+        return;
+    }
     const kern_impl *k = impl();
     if (n <= 4) {
         k->rows(t, W, cols, X, n, Y, ldy, r0, r1);
@@ -636,11 +688,18 @@ void kern_matvec_n(moe_dtype t, const void *W, size_t cols, const float *X, size
     }
 }
 
+size_t kern_row_bytes(moe_dtype t, size_t cols)
+{
+    return t == MOE_Q8_0 ? cols / Q8_BLOCK * Q8_BYTES : cols * dtype_size(t);
+}
+
 void kern_to_f32(moe_dtype t, const void *src, float *dst, size_t n)
 {
     assert((unsigned)t < MOE_DTYPE_COUNT);
     if (t == MOE_F32)
         memcpy(dst, src, n * sizeof *dst);
+    else if (t == MOE_Q8_0)
+        q8_to_f32(src, dst, n);
     else
         impl()->to_f32(t, src, dst, n);
 }

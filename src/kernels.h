@@ -26,6 +26,9 @@ void kern_matvec(moe_dtype t, const void *W, size_t cols, const float *x, float 
  * tokens of one expert). kern_matvec is the case n = 1. */
 void kern_matvec_n(moe_dtype t, const void *W, size_t cols, const float *X, size_t n,
                    float *Y, size_t ldy, size_t r0, size_t r1);
+/* Bytes of one row of `cols` weights of type t (cols a multiple of the
+ * type's block). */
+size_t kern_row_bytes(moe_dtype t, size_t cols);
 /* dst[i] = (float)src[i] for i < n. */
 void kern_to_f32(moe_dtype t, const void *src, float *dst, size_t n);
 float kern_dot(const float *a, const float *b, size_t n);

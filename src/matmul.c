@@ -102,7 +102,7 @@ static void gemm_task(void *arg, int task, int thread)
     const job *j = arg;
     size_t r0 = (size_t)task * j->block;
     size_t nr = r0 + j->block < j->rows ? j->block : j->rows - r0;
-    const unsigned char *w = j->W + r0 * j->cols * (j->t == MOE_F32 ? 4 : 2);
+    const unsigned char *w = j->W + r0 * kern_row_bytes(j->t, j->cols);
     const float *w32 = (const float *)w;
     if (j->t != MOE_F32) {
         float *tile = j->c->tiles + (size_t)thread * j->c->tile_floats;

@@ -93,7 +93,7 @@ const char *moe_supported_archs(void)
 
 const char *moe_dtype_name(moe_dtype t)
 {
-    static const char *names[] = {"F32", "F16", "BF16"};
+    static const char *names[] = {"F32", "F16", "BF16", "Q8_0"};
     return (unsigned)t < MOE_DTYPE_COUNT ? names[t] : "?";
 }
 
@@ -463,7 +463,9 @@ moe_status moe_model_open(const char *path_or_id, moe_model **out, moe_error *er
     *out = NULL;
     char dir[4096];
     moe_status st;
-    if (is_dir(path_or_id)) {
+    size_t plen = strlen(path_or_id);
+    int gguf = plen > 5 && !strcmp(path_or_id + plen - 5, ".gguf") && !is_dir(path_or_id);
+    if (gguf || is_dir(path_or_id)) {
         snprintf(dir, sizeof dir, "%s", path_or_id);
     } else if (access(path_or_id, F_OK) == 0) {
         return moe_fail(err, MOE_EUNSUPPORTED,
@@ -481,6 +483,12 @@ moe_status moe_model_open(const char *path_or_id, moe_model **out, moe_error *er
     if (!m || !(m->dir = strdup(dir))) {
         free(m);
         return moe_fail(err, MOE_ENOMEM, "out of memory opening %s", dir);
+    }
+    const char *arch_name, *hf_class;
+    if (gguf) {
+        if ((st = gguf_model_bind(m, dir, &arch_name, &hf_class, err)))
+            goto fail;
+        goto bound;
     }
     char cfg_path[4200];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", dir);
@@ -510,11 +518,14 @@ moe_status moe_model_open(const char *path_or_id, moe_model **out, moe_error *er
         goto fail;
     if ((st = bind_model(m, a, err)))
         goto fail;
+    arch_name = a->name;
+    hf_class = a->hf_class;
 
+bound:;
     moe_model_info *in = &m->info;
     const moe_config *c = &m->cfg;
-    in->arch = a->name;
-    in->hf_class = a->hf_class;
+    in->arch = arch_name;
+    in->hf_class = hf_class;
     in->path = m->dir;
     in->n_layers = c->n_layers;
     in->dim = c->dim;
@@ -555,6 +566,8 @@ void moe_model_close(moe_model *m)
     free(m->vecs);
     config_done(&m->cfg);
     st_set_close(m->st);
+    gguf_close(m->gguf);
+    free(m->owned);
     free(m->dir);
     free(m);
 }

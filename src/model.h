@@ -10,6 +10,7 @@
 #include "config.h"
 #include "moescope/moescope.h"
 #include "router.h"
+#include "gguf.h"
 #include "safetensors.h"
 
 /* A row-major weight matrix in the checkpoint's own type. */
@@ -58,6 +59,8 @@ struct moe_model {
     router_rule rule;
     qk_norm_kind qk_norm;
     st_set *st;
+    gguf_file *gguf;           /* a GGUF model's file (then st is NULL) */
+    void *owned;               /* weights the model copied (GGUF llama: un-permuted Q and K) */
     char *dir;
     wmat embed;                /* (vocab, dim) */
     float *final_norm;         /* (dim) */
@@ -66,5 +69,10 @@ struct moe_model {
     float *vecs;               /* storage of every f32 vector above */
     int kv_slots;              /* KV caches per layer: 1, or the experts of a MiCRo layer */
 };
+
+/* Bind a GGUF file (gguf_model.c): fills m->cfg, the weights and the size
+ * figures of m->info, and names the adapter and its Hugging Face class. */
+moe_status gguf_model_bind(moe_model *m, const char *path, const char **arch_name, const char **hf_class,
+                           moe_error *err);
 
 #endif

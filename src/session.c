@@ -603,7 +603,7 @@ static void forward(moe_session *s, const int32_t *ids, int nb)
     float eps = (float)c->norm_eps;
 
     /* token embeddings */
-    size_t row_bytes = (size_t)dim * (m->embed.t == MOE_F32 ? 4 : 2);
+    size_t row_bytes = kern_row_bytes(m->embed.t, (size_t)dim);
     for (int t = 0; t < nb; t++)
         kern_to_f32(m->embed.t, (const char *)m->embed.data + (size_t)ids[t] * row_bytes,
                     s->x + (size_t)t * dim, (size_t)dim);

@@ -40,7 +40,9 @@ const char *moe_status_str(moe_status s);
 
 typedef struct moe_model moe_model;
 
-typedef enum { MOE_F32 = 0, MOE_F16, MOE_BF16, MOE_DTYPE_COUNT } moe_dtype;
+/* Weight types. Q8_0 is ggml's: blocks of 32 weights, an f16 scale and
+ * 32 int8 (GGUF files only). */
+typedef enum { MOE_F32 = 0, MOE_F16, MOE_BF16, MOE_Q8_0, MOE_DTYPE_COUNT } moe_dtype;
 
 /* What a model is, as read from its files. Strings live as long as the model. */
 typedef struct {
