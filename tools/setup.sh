@@ -6,7 +6,7 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-pkgs="gcc make autoconf automake libtool pkg-config libncurses-dev libopenblas-dev libcjson-dev libreadline-dev libpcre2-dev libutf8proc-dev tmux python3"
+pkgs="gcc make autoconf automake libtool pkg-config libncurses-dev libopenblas-dev libcjson-dev libreadline-dev libpcre2-dev libutf8proc-dev tmux python3 jq"
 missing=""
 for p in $pkgs; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -67,37 +67,6 @@ static void on_token(void *ctx, const moe_token_trace *tt)
     }
 }
 
-/* Apply a logged change ("off L1:5", "capacity 1.5,drop", "reset",
- * "reprefill"). */
-static int apply_logged(moe_session *s, const char *change, char *msg, size_t len)
-{
-    moe_error err = {0};
-    if (!strcmp(change, "reset")) {
-        moe_session_reset_controls(s);
-        return 0;
-    }
-    if (!strcmp(change, "reprefill")) {
-        if (moe_session_reprefill(s, &err)) {
-            snprintf(msg, len, "%s", err.msg);
-            return -1;
-        }
-        return 0;
-    }
-    char verb[16], arg[96];
-    const char *sp = strchr(change, ' ');
-    if (!sp || (size_t)(sp - change) >= sizeof verb) {
-        snprintf(msg, len, "control '%s' is not in the control vocabulary", change);
-        return -1;
-    }
-    memcpy(verb, change, (size_t)(sp - change));
-    verb[sp - change] = 0;
-    snprintf(arg, sizeof arg, "%s", sp + 1);
-    char *drop = strstr(arg, " drop"); /* transcripts of 0.1.0 logged "capacity C drop" */
-    if (!strcmp(verb, "capacity") && drop)
-        *drop = ',';
-    return control_apply(s, verb, arg, msg, len);
-}
-
 static void show_piece(const char *text, size_t len)
 {
     fputc('"', stdout);
@@ -197,7 +166,7 @@ int cmd_replay(int argc, char **argv)
     int32_t got = -1;
     for (int i = 0; i < n;) {
         for (; next_ctl < transcript_n_controls(t) && transcript_control_at(t, next_ctl)->pos <= i; next_ctl++)
-            if (apply_logged(s, transcript_control_at(t, next_ctl)->change, msg, sizeof msg)) {
+            if (control_apply_logged(s, transcript_control_at(t, next_ctl)->change, msg, sizeof msg)) {
                 fail_msg("%s: control change %d: %s", file, next_ctl, msg);
                 goto done;
             }

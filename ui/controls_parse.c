@@ -162,3 +162,28 @@ int control_apply(moe_session *s, const char *verb, const char *arg, char *msg, 
         return bad(msg, msglen, "%s %s: %s", verb, arg, err.msg);
     return 0;
 }
+
+int control_apply_logged(moe_session *s, const char *change, char *msg, size_t msglen)
+{
+    moe_error err = {0};
+    if (!strcmp(change, "reset")) {
+        moe_session_reset_controls(s);
+        return 0;
+    }
+    if (!strcmp(change, "reprefill")) {
+        if (moe_session_reprefill(s, &err) == MOE_OK)
+            return 0;
+        return bad(msg, msglen, "%s", err.msg);
+    }
+    char verb[16], arg[96];
+    const char *sp = strchr(change, ' ');
+    if (!sp || (size_t)(sp - change) >= sizeof verb)
+        return bad(msg, msglen, "control '%s' is not in the control vocabulary", change);
+    memcpy(verb, change, (size_t)(sp - change));
+    verb[sp - change] = 0;
+    snprintf(arg, sizeof arg, "%s", sp + 1);
+    char *drop = strstr(arg, " drop"); /* transcripts of 0.1.0 logged "capacity C drop" */
+    if (!strcmp(verb, "capacity") && drop)
+        *drop = ',';
+    return control_apply(s, verb, arg, msg, msglen);
+}

@@ -23,5 +23,8 @@
 int control_is_verb(const char *verb);
 /* Parse and apply. Returns 0, or -1 with a message in msg (nothing changed). */
 int control_apply(moe_session *s, const char *verb, const char *arg, char *msg, size_t msglen);
+/* Apply a change as the engine logged it (moe_control_event.text: "off L1:5",
+ * "capacity 1.5,drop", "reset", "reprefill"), for replays and restores. */
+int control_apply_logged(moe_session *s, const char *change, char *msg, size_t msglen);
 
 #endif

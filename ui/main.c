@@ -21,6 +21,7 @@ static const command COMMANDS[] = {
     {"tokenize", cmd_tokenize, "text to token ids (or ids to text) on stdin, line by line"},
     {"export", cmd_export, "a saved transcript as an HTML page, CSV or coloured text"},
     {"replay", cmd_replay, "run a saved transcript again and report where it diverges"},
+    {"view", cmd_view, "open a saved transcript in the explorer, without the model"},
     {"explore", cmd_explore, "the full-screen explorer (also: moescope [MODEL])"},
 };
 

@@ -580,6 +580,11 @@ int transcript_sync_controls(transcript *t, const moe_control_event *log, int n,
     return 0;
 }
 
+void transcript_controls_seen(transcript *t, int n)
+{
+    t->n_log_seen = n;
+}
+
 /* ---- reading ------------------------------------------------------------- */
 
 int transcript_version(const transcript *t) { return t->version; }

@@ -92,6 +92,10 @@ int transcript_add_control(transcript *t, int pos, const char *change, int timed
  * that the transcript does not have yet, stamped with the current time
  * (timed) or none. Call it after every change. */
 int transcript_sync_controls(transcript *t, const moe_control_event *log, int n, int timed);
+/* Treat the first n entries of a session's log as recorded already (a
+ * front end that starts a new transcript on a session with a history
+ * records the controls in force itself). */
+void transcript_controls_seen(transcript *t, int n);
 
 /* ---- saving and loading ----------------------------------------------- */
 

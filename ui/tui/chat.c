@@ -132,7 +132,7 @@ fail:
     return -1;
 }
 
-static int add_turn(chat_state *c, const char *role, const char *text, size_t n)
+int chat_add_turn(chat_state *c, const char *role, const char *text, size_t n)
 {
     if (c->n_turns == c->cap_turns) {
         int cap = c->cap_turns ? c->cap_turns * 2 : 16;
@@ -154,7 +154,7 @@ int chat_render_ids(tui *t, const char *user, int32_t **ids, int *n, moe_error *
 {
     chat_state *c = &t->chat;
     *ids = NULL, *n = 0;
-    if (add_turn(c, "user", user, strlen(user))) {
+    if (chat_add_turn(c, "user", user, strlen(user))) {
         snprintf(err->msg, sizeof err->msg, "out of memory");
         return -1;
     }
@@ -176,6 +176,6 @@ void chat_add_reply(tui *t, const int32_t *ids, int n)
     size_t len = 0;
     if (n > 0 && moe_tokenizer_decode(t->tok, ids, n, 0, &text, &len, NULL))
         text = NULL, len = 0;
-    add_turn(&t->chat, "assistant", text ? text : "", len);
+    chat_add_turn(&t->chat, "assistant", text ? text : "", len);
     free(text);
 }

@@ -6,9 +6,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "../controls_parse.h"
-#include "../trace_json.h"
 #include "tui.h"
 
 void tui_message(tui *t, int err, const char *fmt, ...)
@@ -69,6 +69,8 @@ static void view_refresh_locked(tui *t)
 
 void view_refresh(tui *t)
 {
+    if (t->review) /* no session: the controls stay as the model says */
+        return;
     pthread_mutex_lock(&t->sess_lock);
     view_refresh_locked(t);
     pthread_mutex_unlock(&t->sess_lock);
@@ -77,8 +79,14 @@ void view_refresh(tui *t)
 int command_control(tui *t, const char *verb, const char *arg)
 {
     char msg[512];
+    if (t->review) {
+        tui_message(t, 1, "review mode: no model");
+        return KEY_REDRAW;
+    }
     pthread_mutex_lock(&t->sess_lock);
     int rc = control_apply(t->s, verb, arg, msg, sizeof msg);
+    if (!rc)
+        record_controls(t);
     int nlog = 0;
     const moe_control_event *log = moe_session_control_log(t->s, &nlog);
     if (!rc && nlog)
@@ -94,6 +102,7 @@ int command_control(tui *t, const char *verb, const char *arg)
 typedef struct {
     const char *name, *alias, *args, *help;
     int (*run)(tui *t, const char *verb, const char *arg);
+    int model;                 /* needs the model: refused in review mode */
 } command;
 
 static int cmd_ctl(tui *t, const char *verb, const char *arg)
@@ -143,6 +152,7 @@ static int cmd_reset(tui *t, const char *verb, const char *arg)
     (void)arg;
     pthread_mutex_lock(&t->sess_lock);
     moe_session_reset_controls(t->s);
+    record_controls(t);
     t->n_steer = 0;
     t->view.forced = -1;
     view_refresh_locked(t);
@@ -214,39 +224,16 @@ static int cmd_template(tui *t, const char *verb, const char *arg)
 static int cmd_save(tui *t, const char *verb, const char *arg)
 {
     (void)verb;
-    const char *path = *arg ? arg : "moescope-trace.json";
-    trace_json *tj = trace_json_new(t->m, t->tok, &t->sp);
-    char msg[512];
-    if (!tj) {
-        tui_message(t, 1, "save: out of memory");
-        return KEY_REDRAW;
+    char def[64], msg[512];
+    const char *path = arg;
+    if (!*path) { /* a new name each time, in the current directory */
+        time_t now = time(NULL);
+        struct tm tm;
+        strftime(def, sizeof def, "moescope-%Y%m%d-%H%M%S.json", localtime_r(&now, &tm));
+        path = def;
     }
-    moe_trace_sink sink = trace_json_sink(tj);
-    pthread_mutex_lock(&t->lock);
-    const convo *c = &t->conv;
-    moe_route *routes = calloc((size_t)c->n_routes + 1, sizeof *routes);
-    int *ex = calloc((size_t)c->n_routes * (size_t)c->n_experts + 1, sizeof *ex);
-    int n = c->n;
-    for (int i = 0; routes && ex && i < n; i++) {
-        trace_json_set_prompt(tj, c->tok[i].prompt);
-        convo_replay(c, i, routes, ex, &sink);
-    }
-    pthread_mutex_unlock(&t->lock);
-    int rc = -1;
-    if (routes && ex) {
-        pthread_mutex_lock(&t->sess_lock);
-        int nlog;
-        const moe_control_event *log = moe_session_control_log(t->s, &nlog);
-        trace_json_set_controls(tj, log, nlog);
-        pthread_mutex_unlock(&t->sess_lock);
-        rc = trace_json_write(tj, path, msg, sizeof msg);
-    } else {
-        snprintf(msg, sizeof msg, "out of memory");
-    }
-    free(routes);
-    free(ex);
-    trace_json_free(tj);
-    if (rc)
+    int n;
+    if (record_save(t, path, msg, sizeof msg, &n))
         tui_message(t, 1, "save: %s", msg);
     else
         tui_message(t, 0, "saved %d tokens to %s", n, path);
@@ -283,24 +270,24 @@ static int cmd_help(tui *t, const char *verb, const char *arg)
 }
 
 static const command COMMANDS[] = {
-    {"k", NULL, "N | L:N", "experts per token, all layers or layer L", cmd_ctl},
-    {"off", NULL, "E[,E] | L:E", "switch experts off (all layers or layer L)", cmd_ctl},
-    {"on", NULL, "E[,E] | L:E", "switch experts back on", cmd_ctl},
-    {"force", NULL, "E[,E] | none", "send every token to these experts", cmd_ctl},
-    {"bias", NULL, "E=X | L:E=X", "add X to expert E's router logit", cmd_ctl},
-    {"offset", NULL, "L:N=D | L:E:N=D", "add D to a neuron (L:resid:N=D, L:shared:N=D)", cmd_ctl},
-    {"capacity", NULL, "C[,drop] | off", "mark (or drop) assignments past capacity", cmd_ctl},
-    {"colour", "color", "vote | L", "colour tokens by the layers' vote or layer L", cmd_colour},
-    {"reprefill", NULL, "", "run the conversation again under the controls", cmd_job},
-    {"clear", "new", "", "start a new conversation", cmd_job},
-    {"reset", NULL, "", "lift every control", cmd_reset},
-    {"save", "w", "[FILE]", "write the routing trace as JSON", cmd_save},
-    {"n", "tokens", "N", "tokens per reply", cmd_int},
-    {"eos", NULL, "on | off", "stop at end-of-text (on) or go on", cmd_eos},
-    {"chat", NULL, "[on | off]", "chat mode: prompts as turns of the template", cmd_chat},
-    {"template", NULL, "[NAME | FILE]", "chat template: model, chatml, llama3, ...", cmd_template},
-    {"help", NULL, "", "this help", cmd_help},
-    {"quit", "q", "", "leave moescope", cmd_quit},
+    {"k", NULL, "N | L:N", "experts per token, all layers or layer L", cmd_ctl, 1},
+    {"off", NULL, "E[,E] | L:E", "switch experts off (all layers or layer L)", cmd_ctl, 1},
+    {"on", NULL, "E[,E] | L:E", "switch experts back on", cmd_ctl, 1},
+    {"force", NULL, "E[,E] | none", "send every token to these experts", cmd_ctl, 1},
+    {"bias", NULL, "E=X | L:E=X", "add X to expert E's router logit", cmd_ctl, 1},
+    {"offset", NULL, "L:N=D | L:E:N=D", "add D to a neuron (L:resid:N=D, L:shared:N=D)", cmd_ctl, 1},
+    {"capacity", NULL, "C[,drop] | off", "mark (or drop) assignments past capacity", cmd_ctl, 1},
+    {"colour", "color", "vote | L", "colour tokens by the layers' vote or layer L", cmd_colour, 0},
+    {"reprefill", NULL, "", "run the conversation again under the controls", cmd_job, 1},
+    {"clear", "new", "", "start a new conversation", cmd_job, 1},
+    {"reset", NULL, "", "lift every control", cmd_reset, 1},
+    {"save", "w", "[FILE]", "save the transcript (default moescope-DATE-TIME.json)", cmd_save, 0},
+    {"n", "tokens", "N", "tokens per reply", cmd_int, 1},
+    {"eos", NULL, "on | off", "stop at end-of-text (on) or go on", cmd_eos, 1},
+    {"chat", NULL, "[on | off]", "chat mode: prompts as turns of the template", cmd_chat, 1},
+    {"template", NULL, "[NAME | FILE]", "chat template: model, chatml, llama3, ...", cmd_template, 1},
+    {"help", NULL, "", "this help", cmd_help, 0},
+    {"quit", "q", "", "leave moescope", cmd_quit, 0},
 };
 #define N_COMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
 
@@ -325,7 +312,8 @@ int command_run(tui *t, const char *line)
     }
     for (int i = 0; i < N_COMMANDS; i++)
         if (!strcmp(buf, COMMANDS[i].name) || (COMMANDS[i].alias && !strcmp(buf, COMMANDS[i].alias)))
-            return COMMANDS[i].run(t, COMMANDS[i].name, arg);
+            return t->review && COMMANDS[i].model ? (tui_message(t, 1, "review mode: no model"), KEY_REDRAW)
+                                                  : COMMANDS[i].run(t, COMMANDS[i].name, arg);
     tui_message(t, 1, "unknown command '%s' (F1 lists them)", buf);
     return KEY_REDRAW;
 }

@@ -62,6 +62,13 @@ static int grow(convo *c, int need)
 
 void convo_add(convo *c, const moe_token_trace *t)
 {
+    size_t len = 0;
+    const char *piece = c->tokenizer ? moe_tokenizer_piece(c->tokenizer, t->id, &len) : NULL;
+    convo_add_text(c, t, piece, len);
+}
+
+void convo_add_text(convo *c, const moe_token_trace *t, const char *piece, size_t len)
+{
     int i = t->pos;
     if (i < 0 || i > c->n || t->n_routes != c->n_routes)
         return; /* positions arrive in order; anything else is not ours */
@@ -76,8 +83,6 @@ void convo_add(convo *c, const moe_token_trace *t)
         c->n++;
     }
     ct->id = t->id;
-    size_t len = 0;
-    const char *piece = c->tokenizer ? moe_tokenizer_piece(c->tokenizer, t->id, &len) : NULL;
     if (!piece)
         len = (size_t)snprintf(ct->text, sizeof ct->text, "[%d]", (int)t->id);
     else
@@ -122,20 +127,4 @@ int convo_k(const convo *c, int i, int r)
     while (k < c->n_experts && e[k] >= 0)
         k++;
     return k;
-}
-
-void convo_replay(const convo *c, int i, moe_route *routes, int *ex, const moe_trace_sink *sink)
-{
-    moe_token_trace tt = {i, c->tok[i].id, c->n_routes, routes};
-    /* the routes point into one scratch list of experts, converted to int */
-    int used = 0;
-    for (int r = 0; r < c->n_routes; r++) {
-        int k = convo_k(c, i, r);
-        for (int j = 0; j < k; j++)
-            ex[used + j] = convo_experts(c, i, r)[j];
-        routes[r] = (moe_route){c->route_layer[r], c->n_experts, convo_probs(c, i, r), k, ex + used,
-                                convo_weights(c, i, r), NULL};
-        used += k;
-    }
-    sink->on_token(sink->ctx, &tt);
 }

@@ -38,6 +38,9 @@ void convo_done(convo *c);
 void convo_clear(convo *c);
 /* Record a token (append at c->n or overwrite an earlier position). */
 void convo_add(convo *c, const moe_token_trace *t);
+/* The same with the token's text given (a transcript's, in review mode);
+ * NULL: its id. */
+void convo_add_text(convo *c, const moe_token_trace *t, const char *text, size_t len);
 /* Per-token, per-route views. */
 static inline const float *convo_probs(const convo *c, int i, int r)
 {
@@ -55,8 +58,5 @@ static inline const float *convo_weights(const convo *c, int i, int r)
 int convo_colour(const convo *c, int i, int r);
 /* The number of experts chosen for token i at route r. */
 int convo_k(const convo *c, int i, int r);
-/* Rebuild the moe_token_trace of token i in caller storage (routes: n_routes
- * entries; ex: n_routes * n_experts) and hand it to sink; for saving. */
-void convo_replay(const convo *c, int i, moe_route *routes, int *ex, const moe_trace_sink *sink);
 
 #endif

@@ -28,6 +28,8 @@ static const char EXPLORE_USAGE[] =
     "  --ignore-eos           keep generating past the end-of-sequence token\n"
     "  --template NAME|FILE   chat with this template (chatml, llama3, mistral, tulu, or a file)\n"
     "  --raw                  raw completion even when the model has a chat template\n"
+    "  --restore, --no-restore  restore the unsaved session of a crashed explorer without\n"
+    "                         asking, or start afresh (default: ask)\n"
     "Settings: $XDG_CONFIG_HOME/moescope/config (~/.config/moescope/config), key = value lines:\n"
     "  palette = okabe-ito | classic, colour = vote | LAYER, model = PATH, threads = N, mouse = on | off\n"
     "Inside: F1 or ? lists every key and command.\n";
@@ -69,11 +71,25 @@ static int find_default_model(char *buf, size_t len)
 #endif
 }
 
+/* colour = LAYER from the settings, or a warning when it is no MoE layer. */
+static void colour_setting(tui *t, tui_settings *cfg)
+{
+    if (!cfg->colour[0] || !strcmp(cfg->colour, "vote"))
+        return;
+    long l = strtol(cfg->colour[0] == 'L' || cfg->colour[0] == 'l' ? cfg->colour + 1 : cfg->colour, NULL, 10);
+    for (int r = 0; r < t->conv.n_routes; r++)
+        if (t->conv.route_layer[r] == l)
+            t->colour_layer = r;
+    if (t->colour_layer < 0)
+        snprintf(cfg->warn + strlen(cfg->warn), sizeof cfg->warn - strlen(cfg->warn),
+                 "%sconfig: colour %s is not an MoE layer of this model", cfg->warn[0] ? "; " : "", cfg->colour);
+}
+
 int cmd_explore(int argc, char **argv)
 {
     const char *model = NULL, *template_name = NULL;
     long threads = 0, ctx = 0, n_predict = 64;
-    int ignore_eos = 0, seed_set = 0, raw = 0;
+    int ignore_eos = 0, seed_set = 0, raw = 0, restore = -1;
     moe_sampler_params sp = moe_sampler_defaults();
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -86,6 +102,8 @@ int cmd_explore(int argc, char **argv)
             ignore_eos = 1;
         } else if (IS("--raw")) {
             raw = 1;
+        } else if (IS("--restore") || IS("--no-restore")) {
+            restore = IS("--restore");
         } else if (a[0] != '-') {
             if (model)
                 return fail_msg("unexpected argument '%s' (the model is '%s')", a, model);
@@ -141,7 +159,7 @@ int cmd_explore(int argc, char **argv)
     tui *t = calloc(1, sizeof *t);
     if (!t)
         return fail_msg("out of memory");
-    int rc = 1, term = 0, worker = 0, locks = 0;
+    int rc = 1, term = 0, worker = 0, locks = 0, ran = 0;
     moe_error err = {0};
     t->sp = sp;
     t->n_predict = (int)n_predict;
@@ -181,6 +199,10 @@ int cmd_explore(int argc, char **argv)
     pthread_mutex_init(&t->sess_lock, NULL);
     pthread_cond_init(&t->cond, NULL);
     locks = 1;
+    if (record_init(t)) {
+        fail_msg("out of memory");
+        goto done;
+    }
     view_refresh(t);
     /* chat mode when the model has a template (or one is named), else raw */
     char chat_msg[512] = "";
@@ -191,15 +213,7 @@ int cmd_explore(int argc, char **argv)
     else if (template_name)
         chat_err = 1, snprintf(chat_msg, sizeof chat_msg, "--template: %s",
                                raw ? "--raw turns chat off" : "this model has no tokenizer.json");
-    if (cfg.colour[0] && strcmp(cfg.colour, "vote")) {
-        long l = strtol(cfg.colour[0] == 'L' || cfg.colour[0] == 'l' ? cfg.colour + 1 : cfg.colour, NULL, 10);
-        for (int r = 0; r < R; r++)
-            if (t->conv.route_layer[r] == l)
-                t->colour_layer = r;
-        if (t->colour_layer < 0)
-            snprintf(cfg.warn + strlen(cfg.warn), sizeof cfg.warn - strlen(cfg.warn),
-                     "%sconfig: colour %s is not an MoE layer of this model", cfg.warn[0] ? "; " : "", cfg.colour);
-    }
+    colour_setting(t, &cfg);
     if (worker_start(t)) {
         fail_msg("cannot start the generation thread");
         goto done;
@@ -212,28 +226,49 @@ int cmd_explore(int argc, char **argv)
     t->nocolour = term_nocolour();
     prompt_init(t);
     term_mouse(t->mouse);
-    if (cfg.warn[0])
+    char old_msg[1024];
+    transcript *old = restore ? autosave_find(t, old_msg, sizeof old_msg) : NULL;
+    if (old && restore == 1) {
+        tui_message(t, 0, "restoring %d tokens...", transcript_n_tokens(old));
+        worker_submit_restore(t, old);
+    } else if (old) { /* ask; until the answer the old autosave is kept */
+        t->restore = old;
+        t->autosave_off = 1;
+    }
+    if (old_msg[0] && restore)
+        tui_message(t, 1, "%s", old_msg);
+    else if (cfg.warn[0])
         tui_message(t, 1, "%s", cfg.warn);
     else if (chat_err)
         tui_message(t, 1, "%s", chat_msg);
-    else
+    else if (!(old && restore == 1)) /* else the restore speaks */
         tui_message(t, 0, "%s: %s, %d layers, %d experts, top-%d, %s. Type a prompt and press Enter; F1 for help.",
                     t->model_name, t->info->arch, t->info->n_layers, E, t->info->k,
                     t->chat.on ? "chat" : t->tok ? "raw completion" : "no tokenizer: prompts are ids (#1,5,9)");
     rc = screen_run(t) ? 1 : 0;
+    ran = 1;
     prompt_done();
 done:
     if (term)
         term_done();
     if (worker)
         worker_stop(t);
+    /* a quit asked for by the user ends the session; a signal (a closed
+     * terminal, kill) keeps it for the next start */
+    if (ran && !term_quit_signal && !rc)
+        autosave_remove(t);
+    else if (ran)
+        autosave_tick(t, 1);
     if (term_quit_signal && term)
         fprintf(stderr, "moescope: quit on signal %d\n", (int)term_quit_signal);
     if (locks) {
         pthread_mutex_destroy(&t->lock);
         pthread_mutex_destroy(&t->sess_lock);
         pthread_cond_destroy(&t->cond);
+        record_done(t);
     }
+    transcript_free(t->restore);
+    transcript_free(t->job_old); /* a restore queued as the explorer quit */
     free(t->job_text);
     free(t->view.k);
     free(t->view.on);
@@ -243,6 +278,136 @@ done:
     moe_sampler_free(t->smp);
     moe_session_free(t->s);
     moe_model_close(t->m);
+    free(t);
+    return rc;
+}
+
+static const char VIEW_USAGE[] =
+    "usage: moescope view FILE [--replay [MODEL]]\n"
+    "  open a saved transcript in the explorer in review mode, without the model: the\n"
+    "  conversation in expert colours, the cursor, the router and usage panes; the\n"
+    "  controls that need the model are shown disabled\n"
+    "  --replay [MODEL]  instead, run the session again on MODEL (default: the transcript's)\n"
+    "                    and report the first token where it diverges (moescope replay)\n";
+
+/* moescope view FILE: the explorer on a transcript, without a model,
+ * session or worker. The tokens reach the panes as a live session's trace
+ * sink would deliver them (transcript_token_trace). */
+int cmd_view(int argc, char **argv)
+{
+    const char *file = NULL;
+    int replay = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(VIEW_USAGE, stdout);
+            return 0;
+        } else if (!strcmp(argv[i], "--replay")) {
+            replay = i;
+        } else if (argv[i][0] == '-' && !replay) {
+            return fail_msg("view: unknown option '%s' (see moescope view --help)", argv[i]) + 1;
+        } else if (!file) {
+            file = argv[i];
+        } else if (!replay) {
+            return fail_msg("view: unexpected argument '%s'", argv[i]) + 1;
+        }
+    }
+    if (!file)
+        return fail_msg("view: no transcript given (see moescope view --help)") + 1;
+    if (replay) { /* moescope replay FILE [MODEL] [options] */
+        char **av = calloc((size_t)argc + 1, sizeof *av);
+        if (!av)
+            return fail_msg("out of memory");
+        int n = 0;
+        av[n++] = "replay";
+        av[n++] = (char *)file;
+        for (int i = 1; i < argc; i++)
+            if (i != replay && argv[i] != file)
+                av[n++] = argv[i];
+        int rc = cmd_replay(n, av);
+        free(av);
+        return rc;
+    }
+    char msg[1024];
+    transcript *rec = transcript_load(file, msg, sizeof msg);
+    if (!rec) /* before the terminal is touched */
+        return fail_msg("%s", msg);
+    tui_settings cfg;
+    settings_load(&cfg);
+    colour_palette_set((colour_palette)cfg.palette);
+    tui *t = calloc(1, sizeof *t);
+    if (!t) {
+        transcript_free(rec);
+        return fail_msg("out of memory");
+    }
+    const transcript_model *tm = transcript_model_get(rec);
+    int R = tm->n_moe_layers, E = tm->n_experts, n = transcript_n_tokens(rec), rc = 1, term = 0;
+    t->review = 1;
+    t->rec = rec;
+    t->autosave_off = 1;
+    t->review_info = (moe_model_info){.arch = tm->arch, .hf_class = tm->hf_class, .path = tm->path,
+                                      .n_layers = tm->n_layers, .n_experts = E, .k = tm->k, .n_moe_layers = R,
+                                      .expert_names = tm->expert_names, .vocab = tm->vocab};
+    t->info = &t->review_info;
+    const char *slash = strrchr(tm->path, '/');
+    t->model_name = slash && slash[1] ? slash + 1 : tm->path;
+    t->sp = *transcript_sampler(rec);
+    t->focus = FOCUS_TRANSCRIPT;
+    t->cursor = n ? 0 : -1;
+    t->colour_layer = -1;
+    t->view.forced = -1;
+    t->cmd_kind = ':';
+    t->match_first = t->match_last = -1;
+    t->mouse = cfg.mouse;
+    t->wake_fd[0] = t->wake_fd[1] = -1;
+    moe_route *routes = calloc((size_t)R + 1, sizeof *routes);
+    if (!routes || convo_init(&t->conv, R, E, tm->n_layers, NULL) ||
+        !(t->view.k = calloc((size_t)R + 1, sizeof *t->view.k)) ||
+        !(t->view.on = calloc((size_t)R * (size_t)E + 1, 1)) || pipe(t->wake_fd)) {
+        fail_msg("out of memory");
+        goto done;
+    }
+    for (int r = 0; r < R; r++)
+        t->view.k[r] = tm->k;
+    memset(t->view.on, 1, (size_t)R * (size_t)E);
+    for (int i = 0; i < n; i++) {
+        const transcript_token *tk = transcript_token_at(rec, i);
+        moe_token_trace tt;
+        transcript_token_trace(rec, i, routes, &tt);
+        t->conv.prompt_mode = tk->prompt;
+        convo_add_text(&t->conv, &tt, tk->text, tk->len);
+    }
+    t->conv.prompt_mode = 0;
+    pthread_mutex_init(&t->lock, NULL);
+    pthread_mutex_init(&t->sess_lock, NULL);
+    pthread_mutex_init(&t->rec_lock, NULL);
+    colour_setting(t, &cfg);
+    if (term_init())
+        goto unlock;
+    term = 1;
+    term_wake_fd = t->wake_fd[1];
+    t->nocolour = term_nocolour();
+    term_mouse(t->mouse);
+    if (cfg.warn[0])
+        tui_message(t, 1, "%s", cfg.warn);
+    else
+        tui_message(t, 0, "review of %s: %d tokens, %d turns, %d control changes, made %s; no model",
+                    file, n, transcript_n_turns(rec), transcript_n_controls(rec), transcript_created(rec));
+    rc = screen_run(t) ? 1 : 0;
+unlock:
+    if (term)
+        term_done();
+    pthread_mutex_destroy(&t->lock);
+    pthread_mutex_destroy(&t->sess_lock);
+    pthread_mutex_destroy(&t->rec_lock);
+done:
+    for (int i = 0; i < 2; i++)
+        if (t->wake_fd[i] >= 0)
+            close(t->wake_fd[i]);
+    free(routes);
+    free(t->view.k);
+    free(t->view.on);
+    convo_done(&t->conv);
+    transcript_free(t->rec);
     free(t);
     return rc;
 }

@@ -4,5 +4,7 @@
 
 /* moescope [explore] [MODEL] [options]: returns the exit status. */
 int cmd_explore(int argc, char **argv);
+/* moescope view FILE [--replay [MODEL]]: a transcript in review mode. */
+int cmd_view(int argc, char **argv);
 
 #endif

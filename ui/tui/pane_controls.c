@@ -47,6 +47,8 @@ void pane_experts_draw(tui *t, rect r)
     snprintf(title, sizeof title, "Experts \xc2\xb7 %s", t->scope_layer ? "selected layer" : "all layers");
     if (t->scope_layer && c->n_routes)
         snprintf(title, sizeof title, "Experts \xc2\xb7 layer %d", c->route_layer[t->sel_route]);
+    if (t->review) /* nothing to switch without the model */
+        snprintf(title, sizeof title, "Experts \xc2\xb7 disabled (review)");
     ui_frame(r, title, t->focus == FOCUS_EXPERTS);
     int x0 = r.x + 1, w = r.w - 2, y0 = r.y + 1, h = r.h - 3, E = c->n_experts;
     if (w < 12 || h < 1)
@@ -81,7 +83,7 @@ void pane_experts_draw(tui *t, rect r)
             on_all &= on;
             on_any |= on;
         }
-        const char *box = t->view.forced == e ? "[F]" : on_all ? "[x]" : on_any ? "[~]" : "[ ]";
+        const char *box = t->review ? "[-]" : t->view.forced == e ? "[F]" : on_all ? "[x]" : on_any ? "[~]" : "[ ]";
         int cur = e == t->sel_expert && t->focus == FOCUS_EXPERTS;
         if (cur)
             attron(A_REVERSE);
@@ -192,8 +194,32 @@ static void offset_arg(const moe_offset *o, float delta, char *buf, size_t len)
         snprintf(buf, len, "%d:%d=%g", o->layer, o->neuron, (double)delta);
 }
 
+/* Review mode: the control changes the transcript recorded, in place of
+ * the sliders (which need the model). */
+static void steer_draw_review(tui *t, rect r)
+{
+    ui_frame(r, "Control changes \xc2\xb7 recorded (review)", t->focus == FOCUS_STEER);
+    int x0 = r.x + 1, w = r.w - 2, y0 = r.y + 1, h = r.h - 2, n = transcript_n_controls(t->rec);
+    if (w < 16 || h < 1)
+        return;
+    attron(COLOR_PAIR(CP_DIM));
+    if (!n)
+        ui_text(y0, x0, "none: the session ran as the model says", w);
+    for (int i = 0; i < n && i < h; i++) {
+        const transcript_control *c = transcript_control_at(t->rec, i);
+        char line[160];
+        snprintf(line, sizeof line, "#%-5d %s", c->pos, c->change);
+        ui_text(y0 + i, x0, line, w);
+    }
+    attroff(COLOR_PAIR(CP_DIM));
+}
+
 void pane_steer_draw(tui *t, rect r)
 {
+    if (t->review) {
+        steer_draw_review(t, r);
+        return;
+    }
     ui_frame(r, t->picker ? "Steering \xc2\xb7 neuron picker" : "Steering \xc2\xb7 neuron offsets", t->focus == FOCUS_STEER);
     int x0 = r.x + 1, w = r.w - 2, y0 = r.y + 1, h = r.h - 2;
     if (w < 16 || h < 1)
@@ -252,6 +278,10 @@ void pane_steer_draw(tui *t, rect r)
 
 static void picker_open(tui *t)
 {
+    if (t->review) {
+        tui_message(t, 1, "review mode: no model");
+        return;
+    }
     const convo *c = &t->conv;
     const moe_model_info *in = t->info;
     int cap = in->ff > in->dense_ff ? in->ff : in->dense_ff;

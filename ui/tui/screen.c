@@ -141,9 +141,11 @@ static void draw_status(tui *t, int w)
         snprintf(colour, sizeof colour, "vote");
     else
         snprintf(colour, sizeof colour, "L%d", c->route_layer[t->colour_layer]);
-    const char *state = t->busy ? "generating" : "idle";
+    const char *state = t->review ? "review" : t->busy ? "generating" : "idle";
     char mode[80];
-    if (t->chat.on)
+    if (t->review)
+        snprintf(mode, sizeof mode, "no model");
+    else if (t->chat.on)
         snprintf(mode, sizeof mode, "chat: %s", t->chat.name);
     else
         snprintf(mode, sizeof mode, "%s", t->tok ? "raw" : "ids");
@@ -151,7 +153,8 @@ static void draw_status(tui *t, int w)
              " moescope \xc2\xb7 %s \xc2\xb7 %s %d\xc3\x97top-%d \xc2\xb7 %s \xc2\xb7 colour: %s (%s) \xc2\xb7 %.0f tok/s "
              "\xc2\xb7 ctx %d/%d \xc2\xb7 %s \xc2\xb7 %s",
              t->model_name, in->arch, in->n_experts, in->k, kbuf, colour,
-             term_nocolour() ? "no colour" : term_colour_mode(), t->tok_s, c->n, moe_session_n_ctx(t->s), mode, state);
+             term_nocolour() ? "no colour" : term_colour_mode(), t->tok_s, c->n, t->s ? moe_session_n_ctx(t->s) : c->n,
+             mode, state);
     attron(COLOR_PAIR(CP_TITLE) | (term_nocolour() ? A_REVERSE : 0));
     mvhline(0, 0, ' ', w);
     ui_text(0, 0, line, w);
@@ -160,6 +163,12 @@ static void draw_status(tui *t, int w)
 
 static void draw_prompt(tui *t, int y, int w)
 {
+    if (t->review) {
+        attron(COLOR_PAIR(CP_DIM));
+        ui_text(y, 0, "review mode: no model, no prompts (moescope view FILE --replay MODEL runs it again)", w);
+        attroff(COLOR_PAIR(CP_DIM));
+        return;
+    }
     int point;
     const char *line, *prompt = prompt_text(&point, &line);
     int pw = ui_width(prompt, strlen(prompt));
@@ -197,7 +206,7 @@ static void draw_help(tui *t, int H, int W)
         "[ / ]            router: select the layer above / below",
         "c                colour: vote, then each layer's top-1",
         ":                command line (commands below)",
-        "s                save the trace (moescope-trace.json)",
+        "s                save the transcript (moescope-DATE-TIME.json)",
         "/                search the transcript (n / N: next / previous)",
         "C                chat mode on / off (the model's template)",
         "mouse            click a token, a router layer or an expert",
@@ -283,6 +292,13 @@ static void draw(tui *t)
         attron(A_BOLD);
         ui_text(H - 3, 0, "Quit moescope? (y/n)", W);
         attroff(A_BOLD);
+    } else if (t->restore) {
+        char q[256];
+        snprintf(q, sizeof q, "Restore the unsaved session of %s (%d tokens)? (y/n)", transcript_created(t->restore),
+                 transcript_n_tokens(t->restore));
+        attron(A_BOLD);
+        ui_text(H - 3, 0, q, W);
+        attroff(A_BOLD);
     } else if (t->msg[0]) {
         int a = t->msg_err ? (int)COLOR_PAIR(CP_ERR) | (term_nocolour() ? A_REVERSE : 0) : (int)COLOR_PAIR(CP_OK);
         attron(a);
@@ -290,7 +306,9 @@ static void draw(tui *t)
         attroff(a);
     }
     pthread_mutex_unlock(&t->lock);
-    const char *hints = t->focus == FOCUS_PROMPT
+    const char *hints = t->review ? " F1 help \xc2\xb7 Tab focus \xc2\xb7 arrows move \xc2\xb7 / search \xc2\xb7 : command \xc2\xb7 s save a copy "
+                                    "\xc2\xb7 q quit"
+                        : t->focus == FOCUS_PROMPT
                             ? " Enter send \xc2\xb7 Tab/Esc panes \xc2\xb7 \xe2\x86\x91\xe2\x86\x93 history \xc2\xb7 C-r search "
                               "\xc2\xb7 :cmd \xc2\xb7 F1 help \xc2\xb7 C-c stop"
                             : " F1 help \xc2\xb7 Tab focus \xc2\xb7 Space toggle \xc2\xb7 +/- k \xc2\xb7 : command \xc2\xb7 s save "
@@ -355,6 +373,8 @@ static int act_focus_next(tui *t)
 {
     t->picker = 0;
     t->focus = (t->focus + 1) % FOCUS_COUNT;
+    if (t->review && t->focus == FOCUS_PROMPT) /* nothing to type to */
+        t->focus++;
     return KEY_REDRAW;
 }
 
@@ -362,11 +382,17 @@ static int act_focus_prev(tui *t)
 {
     t->picker = 0;
     t->focus = (t->focus + FOCUS_COUNT - 1) % FOCUS_COUNT;
+    if (t->review && t->focus == FOCUS_PROMPT)
+        t->focus = FOCUS_COUNT - 1;
     return KEY_REDRAW;
 }
 
 static int act_prompt(tui *t)
 {
+    if (t->review) {
+        tui_message(t, 1, "review mode: no model");
+        return KEY_REDRAW;
+    }
     t->focus = FOCUS_PROMPT;
     return KEY_REDRAW;
 }
@@ -526,8 +552,30 @@ static int mouse_event(tui *t)
         return KEY_REDRAW;
     }
 #undef INSIDE
-    if (y == H - 2)
+    if (y == H - 2 && !t->review)
         t->focus = FOCUS_PROMPT;
+    return KEY_REDRAW;
+}
+
+/* The answer to "Restore the unsaved session?": y evaluates it into the
+ * session, n or Esc starts afresh (the new session's autosave replaces it). */
+static int restore_answer(tui *t, int key)
+{
+    if (key == 'y' || key == 'Y') {
+        if (worker_submit_restore(t, t->restore)) {
+            tui_message(t, 1, "busy: try again when the worker is idle");
+            return KEY_REDRAW;
+        }
+        tui_message(t, 0, "restoring %d tokens...", transcript_n_tokens(t->restore));
+        t->cursor = -1;
+    } else if (key == 'n' || key == 'N' || key == 27) {
+        transcript_free(t->restore);
+        tui_message(t, 0, "not restored: this session's autosave replaces it");
+    } else {
+        return KEY_HANDLED;
+    }
+    t->restore = NULL;
+    t->autosave_off = t->review;
     return KEY_REDRAW;
 }
 
@@ -545,6 +593,8 @@ static int handle_key(tui *t, int key)
         t->confirm_quit = 0;
         return key == 'y' || key == 'Y' || key == 3 ? KEY_QUIT : KEY_REDRAW;
     }
+    if (t->restore)
+        return restore_answer(t, key);
     if (key == 3) { /* Ctrl-C */
         if (t->busy)
             return act_stop(t);
@@ -557,7 +607,7 @@ static int handle_key(tui *t, int key)
     getmaxyx(stdscr, H, W);
     if (W < TERM_MIN_W || H < TERM_MIN_H) /* nothing to act on but quitting */
         return key == 'q' ? KEY_QUIT : KEY_HANDLED;
-    if (t->focus == FOCUS_PROMPT) {
+    if (t->focus == FOCUS_PROMPT && !t->review) {
         if (key == '\t' || (key == 27 && !t->busy))
             return act_focus_next(t);
         if (key == 27)
@@ -606,6 +656,14 @@ int screen_run(tui *t)
         }
         if (n <= 0 && !dirty) /* a tick: refresh tok/s and the state */
             dirty = 1;
+        pthread_mutex_lock(&t->lock);
+        int busy = t->busy, need_view = t->need_view;
+        t->need_view = 0;
+        pthread_mutex_unlock(&t->lock);
+        if (need_view)
+            view_refresh(t);
+        if (!busy) /* control changes while idle; a large record's timer */
+            autosave_tick(t, 0);
         int key;
         while ((key = getch()) != ERR) {
             int f = handle_key(t, key);

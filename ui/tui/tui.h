@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "../transcript.h"
 #include "convo.h"
 #include "moescope/moescope.h"
 
@@ -76,12 +77,30 @@ typedef struct tui {
     pthread_cond_t cond;
     int job;                   /* JOB_* pending, under lock */
     char *job_text;
+    transcript *job_old;       /* JOB_RESTORE's transcript */
     volatile sig_atomic_t stop;
     int quit_worker;
     int wake_fd[2];            /* worker -> UI: something changed */
     int n_predict;
     int ignore_eos;
     chat_state chat;
+    int need_view;             /* under lock: the worker changed the controls (a restore) */
+
+    /* the session's record (record.c), guarded by rec_lock (innermost) */
+    pthread_mutex_t rec_lock;
+    transcript *rec;           /* in review mode: the transcript under review */
+    int rec_turn;              /* the assistant turn being written; -1 none */
+    int rec_dirty;             /* changed since the last autosave */
+    double rec_saved_at;       /* monotonic time of the last autosave */
+    long rec_bytes;            /* its size */
+    int autosave_err;          /* a failed autosave was reported */
+    char autosave[4096];       /* the autosave's path; "" none */
+    int autosave_off;          /* not now: review mode, or the restore question is open */
+    transcript *restore;       /* UI thread: the autosave offered for restoring */
+
+    /* review mode (moescope view FILE): no model, session or worker */
+    int review;
+    moe_model_info review_info;
 
     /* UI thread only */
     int focus;
@@ -118,14 +137,45 @@ typedef struct tui {
 } tui;
 
 /* ---- worker.c ---- */
-enum { JOB_NONE, JOB_GENERATE, JOB_REPREFILL, JOB_CLEAR };
+enum { JOB_NONE, JOB_GENERATE, JOB_REPREFILL, JOB_CLEAR, JOB_RESTORE };
 int worker_start(tui *t);
 void worker_stop(tui *t);
 /* Queue a job (text is copied). Returns 0, or -1 if the worker is busy. */
 int worker_submit(tui *t, int job, const char *text);
+/* Queue a restore of the transcript old (taken on success). */
+int worker_submit_restore(tui *t, transcript *old);
 void worker_wake(tui *t);
 
+/* ---- record.c: the transcript of the session and its autosave ---- */
+/* The transcript and the autosave's path (the directory is made). 0, or
+ * -1 when out of memory. */
+int record_init(tui *t);
+void record_done(tui *t);
+/* From the trace sink: a token, as a prompt's (1) or generated (0). */
+void record_token(tui *t, const moe_token_trace *tr, int prompt);
+/* Start a turn; an "assistant" turn then grows with record_reply. */
+void record_turn(tui *t, const char *role, const char *text);
+void record_reply(tui *t, const char *text, size_t len);
+/* Record the session's control changes not recorded yet. sess_lock held. */
+void record_controls(tui *t);
+/* A new transcript for a session that starts over at token 0, holding the
+ * controls in force. sess_lock held. 0, or -1 when out of memory. */
+int record_restart(tui *t);
+/* Save the record to path; *n_tokens says how many tokens it held. */
+int record_save(tui *t, const char *path, char *msg, size_t len, int *n_tokens);
+/* Write the autosave if it is due: after every change while it is small,
+ * else when urgent (a turn ended) or every 2 s. Any thread. */
+void autosave_tick(tui *t, int urgent);
+void autosave_remove(tui *t);
+/* The autosave of an earlier session, loaded and checked against the
+ * model, or NULL (msg says why when there was one that cannot be used). */
+transcript *autosave_find(tui *t, char *msg, size_t len);
+/* The worker's job: evaluate old (taken) into the session. */
+void restore_job(tui *t, transcript *old);
+
 /* ---- chat.c ---- */
+/* Append a turn (text copied). 0, or -1 when out of memory. */
+int chat_add_turn(chat_state *c, const char *role, const char *text, size_t n);
 /* Use the template called name: "model" (the model's own), a built-in
  * (chatml, llama3, ...) or a file; turns chat mode on. Called with
  * sess_lock held. 0, or -1 with the reason in msg (nothing changed). */

@@ -1,9 +1,10 @@
 /* The generation worker: one thread that runs the model so the screen never
  * waits for it. It takes one job at a time (a prompt to continue, a
  * re-prefill, a new conversation), evaluates token by token under the
- * session lock, records routing through the trace sink and pokes the UI
- * through a pipe after every token. `stop` ends a generation between two
- * tokens. */
+ * session lock, records routing through the trace sink (into the screen's
+ * conversation and the session's transcript, record.c), autosaves, and
+ * pokes the UI through a pipe after every token. `stop` ends a generation
+ * (or a restore) between two tokens. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -34,7 +35,9 @@ static void on_token(void *ctx, const moe_token_trace *tr)
     tui *t = ctx;
     pthread_mutex_lock(&t->lock);
     convo_add(&t->conv, tr);
+    int prompt = t->conv.prompt_mode;
     pthread_mutex_unlock(&t->lock);
+    record_token(t, tr, prompt);
     worker_wake(t);
 }
 
@@ -140,7 +143,11 @@ static void generate(tui *t, const char *text)
         pthread_mutex_lock(&t->lock);
         convo_clear(&t->conv);
         pthread_mutex_unlock(&t->lock);
+        record_restart(t);
+        for (int i = 0; i + 1 < t->chat.n_turns; i++) /* all rendered again from token 0 */
+            record_turn(t, t->chat.turns[i].role, t->chat.turns[i].content);
     }
+    record_turn(t, "user", text);
     pthread_mutex_lock(&t->lock);
     t->conv.prompt_mode = 1;
     pthread_mutex_unlock(&t->lock);
@@ -158,6 +165,8 @@ static void generate(tui *t, const char *text)
         fail(t, &err);
         return;
     }
+    autosave_tick(t, 1);
+    record_turn(t, "assistant", "");
     char how[96] = "";
     if (chat && reset)
         snprintf(how, sizeof how, "; chat: re-prefilled %d tokens", n);
@@ -201,6 +210,13 @@ static void generate(tui *t, const char *text)
         }
         if (gen)
             gen[n_reply++] = id;
+        size_t len = 0;
+        const char *piece = t->tok ? moe_tokenizer_piece(t->tok, id, &len) : NULL;
+        char idbuf[16];
+        if (!piece) /* no tokenizer: the reply is its ids, as the prompt was */
+            len = (size_t)snprintf(idbuf, sizeof idbuf, "%s%d", n_reply > 1 ? "," : "#", (int)id), piece = idbuf;
+        record_reply(t, piece, len);
+        autosave_tick(t, 0); /* before the next token: a crash loses at most that one */
     }
     if (chat) { /* the reply is a turn, whatever ended it */
         pthread_mutex_lock(&t->sess_lock);
@@ -208,6 +224,7 @@ static void generate(tui *t, const char *text)
         pthread_mutex_unlock(&t->sess_lock);
     }
     free(gen);
+    autosave_tick(t, 1);
     if (why)
         tui_message(t, 0, "%s: %d tokens, %.1f tok/s%s", why, n_gen, t->tok_s, how);
 }
@@ -223,7 +240,9 @@ static void *worker_main(void *arg)
             break;
         int job = t->job;
         char *text = t->job_text;
+        transcript *old = t->job_old;
         t->job_text = NULL;
+        t->job_old = NULL;
         t->busy = 1;
         t->stop = 0;
         pthread_mutex_unlock(&t->lock);
@@ -235,22 +254,29 @@ static void *worker_main(void *arg)
         } else if (job == JOB_REPREFILL) {
             pthread_mutex_lock(&t->sess_lock);
             moe_status st = moe_session_reprefill(t->s, &err);
+            record_controls(t);
             pthread_mutex_unlock(&t->sess_lock);
             if (st)
                 fail(t, &err);
             else
                 tui_message(t, 0, "re-prefilled the conversation under the current controls");
+            autosave_tick(t, 1);
         } else if (job == JOB_CLEAR) {
             pthread_mutex_lock(&t->sess_lock);
             moe_session_reset(t->s);
             chat_clear(&t->chat);
+            record_restart(t);
             pthread_mutex_unlock(&t->sess_lock);
             pthread_mutex_lock(&t->lock);
             convo_clear(&t->conv);
             pthread_mutex_unlock(&t->lock);
             tui_message(t, 0, "new conversation");
+        } else if (job == JOB_RESTORE) {
+            restore_job(t, old);
+            old = NULL;
         }
         free(text);
+        transcript_free(old);
         pthread_mutex_lock(&t->lock);
         t->busy = 0;
         t->job = JOB_NONE;
@@ -302,6 +328,21 @@ int worker_submit(tui *t, int job, const char *text)
     t->job = job;
     t->job_text = text ? strdup(text) : NULL;
     t->busy = 1; /* from now: the screen shows it at once */
+    pthread_cond_signal(&t->cond);
+    pthread_mutex_unlock(&t->lock);
+    return 0;
+}
+
+int worker_submit_restore(tui *t, transcript *old)
+{
+    pthread_mutex_lock(&t->lock);
+    if (t->busy || t->job) {
+        pthread_mutex_unlock(&t->lock);
+        return -1;
+    }
+    t->job = JOB_RESTORE;
+    t->job_old = old;
+    t->busy = 1;
     pthread_cond_signal(&t->cond);
     pthread_mutex_unlock(&t->lock);
     return 0;
