@@ -3,6 +3,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 moe_status moe_fail(moe_error *err, moe_status code, const char *fmt, ...)
 {
@@ -27,4 +28,17 @@ const char *moe_status_str(moe_status s)
     case MOE_EINVAL: return "invalid argument";
     }
     return "unknown error";
+}
+
+const char *moe_shown(char *buf, const char *s)
+{
+    size_t i = 0;
+    for (; i < MOE_SHOWN - 4 && s[i]; i++)
+        buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
+    if (s[i]) {
+        memcpy(buf + i, "...", 3);
+        i += 3;
+    }
+    buf[i] = '\0';
+    return buf;
 }

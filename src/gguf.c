@@ -24,7 +24,7 @@
 #define GGUF_MAX_STRING (1ull << 30) /* ggml's GGUF_MAX_STRING_LENGTH */
 #define GGUF_MAX_ARRAY (1ull << 30)  /* ggml's GGUF_MAX_ARRAY_ELEMENTS */
 #define GGUF_MAX_KEY 65535           /* gguf.md: keys are at most 2^16-1 bytes */
-#define SHOWN 80                     /* a name quoted in a message */
+#define SHOWN MOE_SHOWN
 
 /* Block size and bytes per block of every ggml type (ggml.c's type_traits);
  * 0 for the numbers that ggml has removed. */
@@ -109,18 +109,6 @@ __attribute__((format(printf, 2, 3))) static moe_status bad(cursor *c, const cha
     return moe_fail(c->err, MOE_EFORMAT, "%s: %s", c->path, msg);
 }
 
-/* A name fit for a one-line message. */
-static const char *shown(char *buf, const char *s)
-{
-    size_t i = 0;
-    for (; i < SHOWN - 4 && s[i]; i++)
-        buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-    if (s[i])
-        memcpy(buf + i, "...", 3), i += 3;
-    buf[i] = '\0';
-    return buf;
-}
-
 static uint64_t remain(const cursor *c)
 {
     return (uint64_t)(c->end - c->p);
@@ -166,15 +154,15 @@ static int skip_value(cursor *c, gguf_vtype t, const char *key)
         const unsigned char *s;
         uint64_t n;
         char what[SHOWN + 32];
-        snprintf(what, sizeof what, "the string value of '%s'", shown(k, key));
+        snprintf(what, sizeof what, "the string value of '%s'", moe_shown(k, key));
         return take_str(c, &s, &n, what);
     }
     if (remain(c) < vtypes[t].size) {
-        bad(c, "the file ends inside the value of '%s'", shown(k, key));
+        bad(c, "the file ends inside the value of '%s'", moe_shown(k, key));
         return 0;
     }
     if (t == GGUF_BOOL && *c->p > 1) { /* gguf.md: anything but 0 or 1 is invalid */
-        bad(c, "key '%s' holds a bool of value %u; a bool is 0 or 1", shown(k, key), *c->p);
+        bad(c, "key '%s' holds a bool of value %u; a bool is 0 or 1", moe_shown(k, key), *c->p);
         return 0;
     }
     c->p += vtypes[t].size;
@@ -265,7 +253,7 @@ static moe_status parse(gguf_file *g, moe_error *err)
         if (!take(&c, &type, 4, "a value type"))
             return MOE_EFORMAT;
         if (type >= GGUF_VTYPE_COUNT)
-            return bad(&c, "key '%s' has unknown value type %u", shown(k, kv->key), type);
+            return bad(&c, "key '%s' has unknown value type %u", moe_shown(k, kv->key), type);
         kv->type = kv->elem = (gguf_vtype)type;
         kv->n = 1;
         if (type == GGUF_ARRAY) {
@@ -273,18 +261,18 @@ static moe_status parse(gguf_file *g, moe_error *err)
             if (!take(&c, &type, 4, "an array's element type") || !take(&c, &n, 8, "an array's length"))
                 return MOE_EFORMAT;
             if (type >= GGUF_VTYPE_COUNT)
-                return bad(&c, "array '%s' has unknown element type %u", shown(k, kv->key), type);
+                return bad(&c, "array '%s' has unknown element type %u", moe_shown(k, kv->key), type);
             if (type == GGUF_ARRAY) /* as ggml's reader: nested arrays are not read */
                 return bad(&c, "array '%s' is an array of arrays, which GGUF readers do not support",
-                           shown(k, kv->key));
+                           moe_shown(k, kv->key));
             if (n > GGUF_MAX_ARRAY)
-                return bad(&c, "array '%s' has %llu elements, more than the limit of %llu", shown(k, kv->key),
+                return bad(&c, "array '%s' has %llu elements, more than the limit of %llu", moe_shown(k, kv->key),
                            (unsigned long long)n, GGUF_MAX_ARRAY);
             /* each element takes at least its size (a string its length) */
             uint64_t least = type == GGUF_STRING ? 8 : vtypes[type].size;
             if (n > remain(&c) / least)
                 return bad(&c, "array '%s' has %llu elements of %s, more than the rest of the file holds",
-                           shown(k, kv->key), (unsigned long long)n, vtypes[type].name);
+                           moe_shown(k, kv->key), (unsigned long long)n, vtypes[type].name);
             kv->elem = (gguf_vtype)type;
             kv->n = n;
         }
@@ -297,7 +285,7 @@ static moe_status parse(gguf_file *g, moe_error *err)
     qsort(g->kv_sorted, n_kv, sizeof *g->kv_sorted, cmp_kv);
     for (size_t i = 1; i < n_kv; i++)
         if (!strcmp(g->kv_sorted[i]->key, g->kv_sorted[i - 1]->key))
-            return bad(&c, "duplicate metadata key '%s'", shown(k, g->kv_sorted[i]->key));
+            return bad(&c, "duplicate metadata key '%s'", moe_shown(k, g->kv_sorted[i]->key));
 
     g->alignment = GGUF_DEFAULT_ALIGNMENT;
     const gguf_kv *al = gguf_find_kv(g, "general.alignment");
@@ -331,7 +319,7 @@ static moe_status parse(gguf_file *g, moe_error *err)
         if (!take(&c, &nd, 4, "a tensor's dimension count"))
             return MOE_EFORMAT;
         if (nd < 1 || nd > GGUF_MAX_DIMS)
-            return bad(&c, "tensor '%s' has %u dimensions; 1 to %d are allowed", shown(k, t->name), nd,
+            return bad(&c, "tensor '%s' has %u dimensions; 1 to %d are allowed", moe_shown(k, t->name), nd,
                        GGUF_MAX_DIMS);
         t->n_dims = (int)nd;
         t->numel = 1;
@@ -341,20 +329,20 @@ static moe_status parse(gguf_file *g, moe_error *err)
                 return MOE_EFORMAT;
             if (t->ne[d] == 0 || t->ne[d] > INT64_MAX)
                 return bad(&c, "tensor '%s' has dimension %d of %lld elements; each must be at least 1",
-                           shown(k, t->name), d, (long long)t->ne[d]);
+                           moe_shown(k, t->name), d, (long long)t->ne[d]);
             if (__builtin_mul_overflow(t->numel, t->ne[d], &t->numel) || t->numel > INT64_MAX)
-                return bad(&c, "tensor '%s': the product of its dimensions overflows", shown(k, t->name));
+                return bad(&c, "tensor '%s': the product of its dimensions overflows", moe_shown(k, t->name));
         }
         if (!take(&c, &t->type, 4, "a tensor's type"))
             return MOE_EFORMAT;
         uint32_t blk = gguf_type_block(t->type), tsz = gguf_type_size(t->type);
         if (!blk)
-            return bad(&c, "tensor '%s' has type %u, which is not a ggml type", shown(k, t->name), t->type);
+            return bad(&c, "tensor '%s' has type %u, which is not a ggml type", moe_shown(k, t->name), t->type);
         if (t->ne[0] % blk)
             return bad(&c, "tensor '%s' of type %s has rows of %llu elements, not a multiple of its block size %u",
-                       shown(k, t->name), types[t->type].name, (unsigned long long)t->ne[0], blk);
+                       moe_shown(k, t->name), types[t->type].name, (unsigned long long)t->ne[0], blk);
         if (__builtin_mul_overflow(t->numel / blk, (uint64_t)tsz, &t->nbytes))
-            return bad(&c, "tensor '%s': its size in bytes overflows", shown(k, t->name));
+            return bad(&c, "tensor '%s': its size in bytes overflows", moe_shown(k, t->name));
         if (!take(&c, &off, 8, "a tensor's offset"))
             return MOE_EFORMAT;
         t->data = (const void *)(uintptr_t)off; /* an offset until the data section is known */
@@ -363,7 +351,7 @@ static moe_status parse(gguf_file *g, moe_error *err)
     qsort(g->t_sorted, n_t, sizeof *g->t_sorted, cmp_t);
     for (size_t i = 1; i < n_t; i++)
         if (!strcmp(g->t_sorted[i]->name, g->t_sorted[i - 1]->name))
-            return bad(&c, "duplicate tensor name '%s'", shown(k, g->t_sorted[i]->name));
+            return bad(&c, "duplicate tensor name '%s'", moe_shown(k, g->t_sorted[i]->name));
 
     /* ---- the data section: aligned, tensors in order, each padded ---- */
     uint64_t start = (uint64_t)(c.p - c.base), expect = 0;
@@ -373,17 +361,17 @@ static moe_status parse(gguf_file *g, moe_error *err)
         uint64_t off = (uint64_t)(uintptr_t)t->data, end;
         if (off % g->alignment)
             return bad(&c, "tensor '%s' has data offset %llu, not a multiple of the alignment %zu",
-                       shown(k, t->name), (unsigned long long)off, g->alignment);
+                       moe_shown(k, t->name), (unsigned long long)off, g->alignment);
         if (start > g->size || off > g->size - start || t->nbytes > g->size - start - off)
             return bad(&c, "tensor '%s' (%s, %llu bytes at data offset %llu) lies past the end of the file",
-                       shown(k, t->name), types[t->type].name, (unsigned long long)t->nbytes,
+                       moe_shown(k, t->name), types[t->type].name, (unsigned long long)t->nbytes,
                        (unsigned long long)off);
         if (off != expect)
             return bad(&c,
                        "tensor '%s' has data offset %llu, expected %llu (after '%s'): tensors are stored in "
                        "order, each padded to the alignment",
-                       shown(k, t->name), (unsigned long long)off, (unsigned long long)expect,
-                       i ? shown(k2, g->t[i - 1].name) : "the start");
+                       moe_shown(k, t->name), (unsigned long long)off, (unsigned long long)expect,
+                       i ? moe_shown(k2, g->t[i - 1].name) : "the start");
         end = off + t->nbytes;
         expect = (end + g->alignment - 1) / g->alignment * g->alignment;
         t->data = g->map + start + off;

@@ -444,10 +444,6 @@ moe_status gguf_model_bind(moe_model *m, const char *path, const char **arch_nam
         in->n_moe_layers++;
         in->n_shared_experts = L->shared.gate.data ? 1 : in->n_shared_experts;
     }
-    moe_dtype main_t = MOE_F32;
-    for (int t = 0; t < MOE_DTYPE_COUNT; t++)
-        if (b.bytes_by_type[t] > b.bytes_by_type[main_t])
-            main_t = (moe_dtype)t;
-    in->dtype = main_t;
+    in->dtype = model_main_dtype(b.bytes_by_type);
     return MOE_OK;
 }

@@ -434,12 +434,17 @@ static moe_status bind_model(moe_model *m, const arch *a, moe_error *err)
         in->n_moe_layers++;
         in->n_shared_experts = L->shared.gate.data ? 1 : in->n_shared_experts;
     }
+    in->dtype = model_main_dtype(b.bytes_by_type);
+    return MOE_OK;
+}
+
+moe_dtype model_main_dtype(const uint64_t bytes_by_type[MOE_DTYPE_COUNT])
+{
     moe_dtype main_t = MOE_F32;
     for (int t = 0; t < MOE_DTYPE_COUNT; t++)
-        if (b.bytes_by_type[t] > b.bytes_by_type[main_t])
+        if (bytes_by_type[t] > bytes_by_type[main_t])
             main_t = (moe_dtype)t;
-    in->dtype = main_t;
-    return MOE_OK;
+    return main_t;
 }
 
 /* ---- opening ----------------------------------------------------------- */

@@ -75,4 +75,7 @@ struct moe_model {
 moe_status gguf_model_bind(moe_model *m, const char *path, const char **arch_name, const char **hf_class,
                            moe_error *err);
 
+/* The type holding most weight bytes, for inspect and bench. */
+moe_dtype model_main_dtype(const uint64_t bytes_by_type[MOE_DTYPE_COUNT]);
+
 #endif

@@ -32,7 +32,7 @@
 #define INDEX_NAME "model.safetensors.index.json"
 #define SINGLE_NAME "model.safetensors"
 #define SUFFIX ".safetensors"
-#define SHOWN 100                 /* buffer for a name quoted in a message */
+#define SHOWN MOE_SHOWN
 
 static const struct {
     const char *name;
@@ -86,19 +86,6 @@ fail(moe_error *err, moe_status code, const char *file, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     return moe_fail(err, code, "%s: %s", file, msg);
-}
-
-/* A name fit for a one-line message: control bytes become '?', long names
- * are cut. */
-static const char *shown(char *buf, const char *s)
-{
-    size_t i = 0;
-    for (; i < SHOWN - 4 && s[i]; i++)
-        buf[i] = (unsigned char)s[i] < 0x20 || s[i] == 0x7f ? '?' : s[i];
-    if (s[i])
-        memcpy(buf + i, "...", 3), i += 3;
-    buf[i] = '\0';
-    return buf;
 }
 
 static const char *shape_str(char *buf, size_t size, const uint64_t *shape, int ndim)
@@ -373,9 +360,9 @@ static moe_status read_uints(const char *file, const char *name, const char *fie
         p = skip_ws(v_end);
         if (!cJSON_IsNumber(c))
             return fail(err, MOE_EFORMAT, file, "tensor '%s': %s[%d] is %s, not an integer",
-                        shown(sn, name), field, i, json_kind(c));
+                        moe_shown(sn, name), field, i, json_kind(c));
         if ((why = read_uint(v, &out[i])) != NULL)
-            return fail(err, MOE_EFORMAT, file, "tensor '%s': %s[%d] = %.*s %s", shown(sn, name),
+            return fail(err, MOE_EFORMAT, file, "tensor '%s': %s[%d] = %.*s %s", moe_shown(sn, name),
                         field, i, (int)(v_end - v > 40 ? 40 : v_end - v), v, why);
     }
     return MOE_OK;
@@ -393,7 +380,7 @@ static moe_status parse_entry(const char *file, const cJSON *item, const char *t
 
     if (!cJSON_IsObject(item))
         return fail(err, MOE_EFORMAT, file, "tensor '%s': entry is %s, not an object",
-                    shown(sn, name), json_kind(item));
+                    moe_shown(sn, name), json_kind(item));
     const char *p = text;
     for (const cJSON *f = item->child; f; f = f->next) {
         const char *v = next_child(p, 1);
@@ -406,38 +393,38 @@ static moe_status parse_entry(const char *file, const cJSON *item, const char *t
             if (has_inf(f))
                 return fail(err, MOE_EFORMAT, file,
                             "tensor '%s': field '%s' holds a number out of range",
-                            shown(sn, name), f->string);
+                            moe_shown(sn, name), f->string);
             continue;
         }
         if (*slot)
             return fail(err, MOE_EFORMAT, file, "tensor '%s': field \"%s\" appears twice",
-                        shown(sn, name), f->string);
+                        moe_shown(sn, name), f->string);
         *slot = f;
         if (slot == &dtype)
             continue;
         if (!cJSON_IsArray(f))
             return fail(err, MOE_EFORMAT, file, "tensor '%s': %s is %s, not an array",
-                        shown(sn, name), f->string, json_kind(f));
+                        moe_shown(sn, name), f->string, json_kind(f));
         int count = cJSON_GetArraySize(f);
         if (slot == &shape && count > ST_MAX_DIMS)
             return fail(err, MOE_EUNSUPPORTED, file,
                         "tensor '%s': shape has %d dimensions; moescope handles at most %d",
-                        shown(sn, name), count, ST_MAX_DIMS);
+                        moe_shown(sn, name), count, ST_MAX_DIMS);
         if (slot == &offs && count != 2)
             return fail(err, MOE_EFORMAT, file,
                         "tensor '%s': data_offsets has %d entr%s; it needs exactly 2 (begin, end)",
-                        shown(sn, name), count, count == 1 ? "y" : "ies");
+                        moe_shown(sn, name), count, count == 1 ? "y" : "ies");
         rc = read_uints(file, name, f->string, f, v, slot == &shape ? dims : off, err);
         if (rc)
             return rc;
     }
     if (!dtype || !shape || !offs)
-        return fail(err, MOE_EFORMAT, file, "tensor '%s': entry has no \"%s\"", shown(sn, name),
+        return fail(err, MOE_EFORMAT, file, "tensor '%s': entry has no \"%s\"", moe_shown(sn, name),
                     !dtype ? "dtype" : !shape ? "shape" : "data_offsets");
 
     if (!cJSON_IsString(dtype))
         return fail(err, MOE_EFORMAT, file, "tensor '%s': dtype is %s, not a string",
-                    shown(sn, name), json_kind(dtype));
+                    moe_shown(sn, name), json_kind(dtype));
     int t = 0;
     while (t < ST_DTYPE_COUNT && strcmp(dtype->valuestring, dtype_info[t].name))
         t++;
@@ -447,10 +434,10 @@ static moe_status parse_entry(const char *file, const cJSON *item, const char *t
                 return fail(err, MOE_EUNSUPPORTED, file,
                             "tensor '%s': dtype %s is valid safetensors but moescope "
                             "does not know it",
-                            shown(sn, name), dtype_unnamed[k]);
+                            moe_shown(sn, name), dtype_unnamed[k]);
         char sd[SHOWN];
-        return fail(err, MOE_EFORMAT, file, "tensor '%s': unknown dtype '%s'", shown(sn, name),
-                    shown(sd, dtype->valuestring));
+        return fail(err, MOE_EFORMAT, file, "tensor '%s': unknown dtype '%s'", moe_shown(sn, name),
+                    moe_shown(sd, dtype->valuestring));
     }
 
     e->t.name = name;
@@ -467,28 +454,28 @@ static moe_status parse_entry(const char *file, const cJSON *item, const char *t
         if (dims[i] && numel > UINT64_MAX / dims[i])
             return fail(err, MOE_EFORMAT, file,
                         "tensor '%s': shape %s has more than 2^64 elements (overflow)",
-                        shown(sn, name), ss);
+                        moe_shown(sn, name), ss);
         numel *= dims[i];
     }
     if (numel > UINT64_MAX / bits)
         return fail(err, MOE_EFORMAT, file,
                     "tensor '%s': %s shape %s needs more than 2^64 bits (overflow)",
-                    shown(sn, name), dtype_info[t].name, ss);
+                    moe_shown(sn, name), dtype_info[t].name, ss);
     if (numel * bits % 8)
         return fail(err, MOE_EFORMAT, file,
                     "tensor '%s': %s shape %s holds %llu bits, not a whole number of bytes",
-                    shown(sn, name), dtype_info[t].name, ss, (unsigned long long)(numel * bits));
+                    moe_shown(sn, name), dtype_info[t].name, ss, (unsigned long long)(numel * bits));
     e->t.numel = numel;
     e->t.nbytes = numel * bits / 8;
     if (e->begin > e->end)
         return fail(err, MOE_EFORMAT, file,
-                    "tensor '%s': data_offsets [%llu, %llu] begin after they end", shown(sn, name),
+                    "tensor '%s': data_offsets [%llu, %llu] begin after they end", moe_shown(sn, name),
                     (unsigned long long)e->begin, (unsigned long long)e->end);
     if (e->end - e->begin != e->t.nbytes)
         return fail(err, MOE_EFORMAT, file,
                     "tensor '%s': data_offsets [%llu, %llu] hold %llu bytes "
                     "but %s shape %s needs %llu",
-                    shown(sn, name), (unsigned long long)e->begin, (unsigned long long)e->end,
+                    moe_shown(sn, name), (unsigned long long)e->begin, (unsigned long long)e->end,
                     (unsigned long long)(e->end - e->begin), dtype_info[t].name, ss,
                     (unsigned long long)e->t.nbytes);
     /* Only an empty tensor such as [0, 2^63] is consistent with a dimension
@@ -497,7 +484,7 @@ static moe_status parse_entry(const char *file, const cJSON *item, const char *t
         if (dims[i] > INT64_MAX)
             return fail(err, MOE_EUNSUPPORTED, file,
                         "tensor '%s': shape[%d] = %llu is larger than moescope can represent",
-                        shown(sn, name), i, (unsigned long long)dims[i]);
+                        moe_shown(sn, name), i, (unsigned long long)dims[i]);
         e->t.shape[i] = (int64_t)dims[i];
     }
     return MOE_OK;
@@ -522,7 +509,7 @@ static moe_status check_meta(const char *file, const cJSON *meta, moe_error *err
         if (!cJSON_IsString(c)) {
             free(keys);
             return fail(err, MOE_EFORMAT, file, "__metadata__ value of '%s' is %s, not a string",
-                        shown(sn, c->string), json_kind(c));
+                        moe_shown(sn, c->string), json_kind(c));
         }
         keys[i++] = c->string;
     }
@@ -530,7 +517,7 @@ static moe_status check_meta(const char *file, const cJSON *meta, moe_error *err
     for (i = 1; i < n && strcmp(keys[i - 1], keys[i]); i++) {}
     moe_status rc = MOE_OK;
     if (i < n)
-        rc = fail(err, MOE_EFORMAT, file, "__metadata__ has key '%s' twice", shown(sn, keys[i]));
+        rc = fail(err, MOE_EFORMAT, file, "__metadata__ has key '%s' twice", moe_shown(sn, keys[i]));
     free(keys);
     return rc;
 }
@@ -565,25 +552,25 @@ static moe_status check_tiling(const char *file, entry **by, size_t n, uint64_t 
             return fail(err, MOE_EFORMAT, file,
                         "tensor '%s' (data_offsets [%llu, %llu]) overlaps tensor '%s' "
                         "(ends at %llu)",
-                        shown(sa, e->t.name), (unsigned long long)e->begin,
-                        (unsigned long long)e->end, shown(sb, by[i - 1]->t.name),
+                        moe_shown(sa, e->t.name), (unsigned long long)e->begin,
+                        (unsigned long long)e->end, moe_shown(sb, by[i - 1]->t.name),
                         (unsigned long long)at);
         if (e->begin > at && i == 0)
             return fail(err, MOE_EFORMAT, file,
                         "the first tensor '%s' begins at byte %llu of the data, not 0: a hole",
-                        shown(sa, e->t.name), (unsigned long long)e->begin);
+                        moe_shown(sa, e->t.name), (unsigned long long)e->begin);
         if (e->begin > at)
             return fail(err, MOE_EFORMAT, file,
                         "bytes %llu to %llu of the data, between tensor '%s' and tensor '%s', "
                         "belong to no tensor: a hole",
                         (unsigned long long)at, (unsigned long long)e->begin,
-                        shown(sa, by[i - 1]->t.name), shown(sb, e->t.name));
+                        moe_shown(sa, by[i - 1]->t.name), moe_shown(sb, e->t.name));
         at = e->end;
     }
     if (at > data_len)
         return fail(err, MOE_EFORMAT, file,
                     "tensor '%s' ends at byte %llu of the data, but the file holds only %llu",
-                    shown(sa, by[n - 1]->t.name), (unsigned long long)at,
+                    moe_shown(sa, by[n - 1]->t.name), (unsigned long long)at,
                     (unsigned long long)data_len);
     if (at < data_len)
         return fail(err, MOE_EFORMAT, file,
@@ -665,7 +652,7 @@ static moe_status parse_header(st_set *s, st_file *f, const char *h, size_t n,
     for (size_t i = 1; i < ne; i++)
         if (!strcmp(by[i - 1]->t.name, by[i]->t.name)) {
             rc = fail(err, MOE_EFORMAT, file, "tensor '%s' appears twice in the header",
-                      shown(sn, by[i]->t.name));
+                      moe_shown(sn, by[i]->t.name));
             goto out;
         }
     if ((rc = check_tiling(file, by, ne, data_len, err)))
@@ -812,7 +799,7 @@ static moe_status set_sort(st_set *s, const char *where, moe_error *err)
     for (size_t i = 1; i < s->n; i++)
         if (!strcmp(s->t[i - 1].name, s->t[i].name))
             return fail(err, MOE_EFORMAT, where, "tensor '%s' is in both %s and %s",
-                        shown(sn, s->t[i].name), s->t[i - 1].file, s->t[i].file);
+                        moe_shown(sn, s->t[i].name), s->t[i - 1].file, s->t[i].file);
     return MOE_OK;
 }
 
@@ -956,14 +943,14 @@ static moe_status open_index(st_set *s, const char *dir, const char *ipath, moe_
     for (const cJSON *c = wm->child; c; c = c->next, n++) {
         if (!cJSON_IsString(c)) {
             rc = fail(err, MOE_EFORMAT, ipath, "weight_map entry for '%s' is %s, not a file name",
-                      shown(sn, c->string), json_kind(c));
+                      moe_shown(sn, c->string), json_kind(c));
             goto out;
         }
         if (!plain_name(c->valuestring)) {
             rc = fail(err, MOE_EFORMAT, ipath,
                       "weight_map puts '%s' in '%s', which is not a plain file name "
                       "in the directory",
-                      shown(sn, c->string), shown(sf, c->valuestring));
+                      moe_shown(sn, c->string), moe_shown(sf, c->valuestring));
             goto out;
         }
         m[n].tensor = c->string;
@@ -973,7 +960,7 @@ static moe_status open_index(st_set *s, const char *dir, const char *ipath, moe_
     for (size_t i = 1; i < n; i++)
         if (!strcmp(m[i - 1].tensor, m[i].tensor)) {
             rc = fail(err, MOE_EFORMAT, ipath, "weight_map lists tensor '%s' twice",
-                      shown(sn, m[i].tensor));
+                      moe_shown(sn, m[i].tensor));
             goto out;
         }
 
@@ -1004,7 +991,7 @@ static moe_status open_index(st_set *s, const char *dir, const char *ipath, moe_
             strcmp(t->file + dl + 1, m[i].shard)) {
             rc = fail(err, MOE_EFORMAT, ipath,
                       "weight_map puts tensor '%s' in %s, but that shard does not hold it%s%s",
-                      shown(sn, m[i].tensor), shown(sf, m[i].shard), t ? "; it is in " : "",
+                      moe_shown(sn, m[i].tensor), moe_shown(sf, m[i].shard), t ? "; it is in " : "",
                       t ? t->file : "");
             goto out;
         }
