@@ -36,10 +36,13 @@ trap cleanup EXIT INT TERM
 # restored screen. Settings come from $tmp/config/moescope/config only.
 ARGS=""
 PRE="--seed 7"
+# The tests below run on the random-weight tiny-mixtral (8 experts, top-2);
+# MODEL="" leaves the choice to the explorer (the trained micro-tiny).
+MODEL="$(cd "$src" && pwd)/assets/tiny-mixtral"
 start() {
     $T kill-session -t main 2>/dev/null
-    printf '#!/bin/sh\ncd "%s"\nprintf "shell-before\\n"\nenv TERM=screen-256color XDG_STATE_HOME="%s/state" XDG_CONFIG_HOME="%s/config" %s "%s" %s %s\necho "MOESCOPE-EXIT=$?"\nexec sleep 600\n' \
-        "$tmp" "$tmp" "$tmp" "$*" "$ms" "$PRE" "$ARGS" >"$tmp/run.sh"
+    printf '#!/bin/sh\ncd "%s"\nprintf "shell-before\\n"\nenv TERM=screen-256color XDG_STATE_HOME="%s/state" XDG_CONFIG_HOME="%s/config" MOESCOPE_MODEL="%s" %s "%s" %s %s\necho "MOESCOPE-EXIT=$?"\nexec sleep 600\n' \
+        "$tmp" "$tmp" "$tmp" "$MODEL" "$*" "$ms" "$PRE" "$ARGS" >"$tmp/run.sh"
     chmod +x "$tmp/run.sh"
     $T new-session -d -s main -x 120 -y 40 "$tmp/run.sh"
 }
@@ -348,6 +351,7 @@ mkdir -p "$tmp/config/moescope"
     echo "no equals sign"
 } >"$tmp/config/moescope/config"
 ARGS="-n 12"
+MODEL=""
 start
 wait_for 'Type a prompt' 15
 ok $? "settings: a config with bad lines still starts"
@@ -367,6 +371,16 @@ keys Escape q
 wait_for 'MOESCOPE-EXIT=0' 10
 rm -rf "$tmp/config"
 ARGS=""
+
+# ---- with no model anywhere, the explorer opens on the trained micro-tiny ------
+start
+wait_for 'Type a prompt' 15 && screen | sed -n 1p | grep -q 'moescope · micro-tiny · micro-llama'
+ok $? "no argument: the bundled trained MiCRo model opens"
+screen | grep -q 'logic' && screen | grep -q 'language'
+ok $? "no argument: its experts are named logic ... language"
+keys Escape q
+wait_for 'MOESCOPE-EXIT=0' 10
+MODEL="$(cd "$src" && pwd)/assets/tiny-mixtral"
 
 # ---- the transcript: s, :save, a failed save ------------------------------------
 # (the default name is moescope-YYYYmmdd-HHMMSS.json in the current directory)

@@ -19,7 +19,7 @@
 static const char EXPLORE_USAGE[] =
     "usage: moescope [explore] [MODEL] [options]\n"
     "  MODEL                  a model directory or Hugging Face id (default: the bundled\n"
-    "                         model: $MOESCOPE_MODEL, then assets/tiny-mixtral next to the program)\n"
+    "                         model: $MOESCOPE_MODEL, then assets/micro-tiny next to the program)\n"
     "  -n, --n-predict N      tokens per reply (default 64)\n"
     "  --temp T               temperature; 0 is greedy (default 0.8)\n"
     "  --seed S               sampling seed (default: random)\n"
@@ -35,8 +35,9 @@ static const char EXPLORE_USAGE[] =
     "Inside: F1 or ? lists every key and command.\n";
 
 /* The bundled model: $MOESCOPE_MODEL, then beside the executable
- * (<exe>/../assets/tiny-mixtral for the build tree and installs,
- * <exe>/assets/tiny-mixtral), then the compiled-in data directory. */
+ * (<exe>/../assets/NAME for the build tree and installs, <exe>/assets/NAME),
+ * then the compiled-in data directory; NAME is the trained micro-tiny, or
+ * the random-weight tiny-mixtral where only that one is present. */
 static int find_default_model(char *buf, size_t len)
 {
     const char *env = getenv("MOESCOPE_MODEL");
@@ -51,8 +52,9 @@ static int find_default_model(char *buf, size_t len)
         char *slash = strrchr(exe, '/');
         if (slash)
             *slash = 0;
-        static const char *const REL[] = {"/../assets/tiny-mixtral", "/assets/tiny-mixtral",
-                                          "/../share/moescope/tiny-mixtral"};
+        static const char *const REL[] = {"/../assets/micro-tiny", "/assets/micro-tiny",
+                                          "/../share/moescope/micro-tiny", "/../assets/tiny-mixtral",
+                                          "/assets/tiny-mixtral", "/../share/moescope/tiny-mixtral"};
         for (size_t i = 0; i < sizeof REL / sizeof REL[0]; i++) {
             char p[PATH_MAX + 64], cfg[PATH_MAX + 80];
             snprintf(p, sizeof p, "%s%s", exe, REL[i]);
@@ -64,7 +66,7 @@ static int find_default_model(char *buf, size_t len)
         }
     }
 #ifdef MOESCOPE_DATADIR
-    snprintf(buf, len, "%s/tiny-mixtral", MOESCOPE_DATADIR);
+    snprintf(buf, len, "%s/micro-tiny", MOESCOPE_DATADIR);
     return 0;
 #else
     return -1;
