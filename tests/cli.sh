@@ -163,6 +163,21 @@ check_err 1 "chat template" "a broken template file is reported" -- run "$m" -p 
 check_err 1 "tokenizer.json" "-p on a model without a tokenizer" -- run "$fix/models/llama-tiny" -p "hello"
 check_err 2 "not both" "-p and --prompt-ids together" -- run "$m" -p "hello" --prompt-ids 1
 
+# perplexity: the negative log-likelihood of token t after a one-token
+# prompt is -log softmax(logits)[t], with the logits from the reference.
+g="$fix/golden/mixtral-tiny.json"
+p0=$("$gt" "$g" 1 prompt)
+want=$("$gt" "$g" 1 logits | awk -v t=17 '{m=$1; for(i=1;i<=NF;i++) if($i>m) m=$i; s=0; for(i=1;i<=NF;i++) s+=exp($i-m); printf "%.4f", -($(t+1)-m-log(s))}')
+echo "$p0,17" >"$tmp/ppl.ids"
+got=$("$ms" perplexity "$fix/models/mixtral-tiny" "$tmp/ppl.ids" --ids --k 2 --json 2>/dev/null | tr -d ' \t\n' | grep -o '"nll":[-0-9.e]*' | head -n 1 | cut -d: -f2)
+tap_ok "$(awk -v a="$got" -v b="$want" 'BEGIN {d = a - b; exit !(a != "" && d < 1e-3 && d > -1e-3)}' && echo 0 || echo 1)" \
+    "perplexity: the nll of one token equals -log softmax of the reference's logits ($got vs $want)"
+"$ms" perplexity "$fix/models/mixtral-tiny" "$tmp/ppl.ids" "$tmp/ppl.ids" --ids >"$tmp/ppl.txt" 2>&1
+tap_ok "$(grep -q '^(all files) *2 ' "$tmp/ppl.txt" && echo 0 || echo 1)" "perplexity: a table per file and for all files"
+a=$("$ms" perplexity "$m" "$tmp/text.txt" --json 2>/dev/null | tr -d ' \t\n' | grep -o '"perplexity":[0-9.e+]*' | tail -n 1)
+b=$("$ms" perplexity "$m" "$tmp/text.txt" --json --expert-off 0,1,2 2>/dev/null | tr -d ' \t\n' | grep -o '"perplexity":[0-9.e+]*' | tail -n 1)
+tap_ok "$([ -n "$a" ] && [ -n "$b" ] && [ "$a" != "$b" ] && echo 0 || echo 1)" "perplexity: controls apply ($a, with experts 0-2 off $b)"
+
 # Every family inspects, benches and runs: the MoE ones report routing.
 for m in llama-tiny llama3-tiny mixtral-tiny mixtral-tiny-bf16 mixtral-tiny-fused olmoe-tiny qwen2moe-tiny \
     qwen3moe-tiny qwen3moe-tiny-fused micro-llama-tiny micro-olmo-tiny; do

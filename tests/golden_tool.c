@@ -1,5 +1,5 @@
 /* Prints parts of a golden file for the shell tests:
- *   golden_tool FILE CASE prompt|greedy|k|count
+ *   golden_tool FILE CASE prompt|greedy|k|count|logits
  * ids come out comma-separated (prompt) or space-separated (greedy). */
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,6 +24,10 @@ int main(int argc, char **argv)
     } else if (!strcmp(argv[3], "greedy")) {
         for (int j = 0; j < g.cases[i].n_greedy; j++)
             printf(j ? " %d" : "%d", g.cases[i].greedy[j]);
+        printf("\n");
+    } else if (!strcmp(argv[3], "logits")) {
+        for (int j = 0; j < g.cases[i].n_logits; j++)
+            printf(j ? " %.9g" : "%.9g", (double)g.cases[i].logits[j]);
         printf("\n");
     } else if (!strcmp(argv[3], "k")) {
         printf("%d\n", g.cases[i].k);

@@ -17,6 +17,7 @@ static const command COMMANDS[] = {
     {"run", cmd_run, "generate from a prompt and stream the tokens"},
     {"inspect", cmd_inspect, "show a model's architecture, sizes and memory"},
     {"bench", cmd_bench, "measure prompt processing and generation speed"},
+    {"perplexity", cmd_perplexity, "how well the model predicts texts: nll per token and perplexity"},
     {"analyze", cmd_analyze, "routing statistics over texts: shares, runs, load balance"},
     {"tokenize", cmd_tokenize, "text to token ids (or ids to text) on stdin, line by line"},
     {"export", cmd_export, "a saved transcript as an HTML page, CSV or coloured text"},
