@@ -328,6 +328,9 @@ wait_for 'Router · token "\[5\]" \(#1\)' 5
 ok $? "mouse: a click on a token selects it"
 row=$(screen | grep -n '^│\[x\] world ' | cut -d: -f1)
 click 3 $((row - 1))
+# the click focuses the experts pane (its title shows the focus) before Space
+wait_for '┏ Experts|Experts · all layers.*◆|^.\[x\] world' 5
+sleep 0.3
 keys " "
 wait_for '^off 2 \(from token [0-9]+\)' 5
 ok $? "mouse: a click on an expert row selects it (Space then switches expert 2 off)"

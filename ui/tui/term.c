@@ -56,7 +56,7 @@ int term_init(void)
     }
     const char *no = getenv("NO_COLOR");
     nocolour = no && *no;
-    set_escdelay(25);
+    set_escdelay(100); /* a lone Esc within 0.1 s; mouse sequences on a loaded machine stay whole */
     if (!initscr()) {
         fprintf(stderr, "moescope: cannot initialise the terminal (TERM=%s)\n", getenv("TERM"));
         return -1;
