@@ -6,12 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "args.h"
 #include "cli.h"
 #include "controls_parse.h"
+#include "corpus.h"
 #include "moescope/moescope.h"
 
 static const char ANALYZE_USAGE[] =
@@ -40,66 +40,6 @@ static void on_token(void *ctx, const moe_token_trace *t)
         a->layer_of[r] = t->routes[r].layer;
     moe_stats_add(a->file, t);
     moe_stats_add(a->all, t);
-}
-
-/* Token ids from a file of numbers. */
-static int read_ids(const char *path, int vocab, int32_t **out, int *n)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return fail_msg("%s: cannot open", path);
-    int cap = 1024;
-    int32_t *ids = malloc((size_t)cap * sizeof *ids);
-    *n = 0;
-    long v;
-    int c;
-    while (ids) {
-        while ((c = fgetc(f)) == ',' || c == ' ' || c == '\n' || c == '\t' || c == '\r')
-            ;
-        if (c == EOF)
-            break;
-        ungetc(c, f);
-        if (fscanf(f, "%ld", &v) != 1 || v < 0 || v >= vocab) {
-            fclose(f);
-            free(ids);
-            return fail_msg("%s: token %d is not an id below the vocabulary size %d", path, *n + 1, vocab);
-        }
-        if (*n == cap) {
-            int32_t *g = realloc(ids, (size_t)(cap *= 2) * sizeof *ids);
-            if (!g)
-                free(ids);
-            ids = g;
-        }
-        if (ids)
-            ids[(*n)++] = (int32_t)v;
-    }
-    fclose(f);
-    if (!ids)
-        return fail_msg("out of memory reading %s", path);
-    *out = ids;
-    return 0;
-}
-
-/* Token ids of a text file through the model's tokenizer. */
-static int read_text(const moe_tokenizer *tok, const char *path, int32_t **out, int *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return fail_msg("%s: cannot open", path);
-    struct stat st;
-    if (fstat(fileno(f), &st) || st.st_size > (1L << 30)) {
-        fclose(f);
-        return fail_msg("%s: not a regular file of at most 1 GiB", path);
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    size_t got = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
-    fclose(f);
-    if (!buf)
-        return fail_msg("out of memory reading %s", path);
-    moe_error err = {0};
-    moe_status s = moe_tokenizer_encode(tok, buf, got, 0, out, n, &err);
-    free(buf);
-    return s ? fail_msg("%s: %s", path, err.msg) : 0;
 }
 
 static void put_layer_json(cJSON *arr, int layer, const moe_stats_layer *L, int E)
@@ -285,7 +225,7 @@ int cmd_analyze(int argc, char **argv)
         int n = 0;
         free(ids);
         ids = NULL;
-        if (ids_mode ? read_ids(files[f], in->vocab, &ids, &n) : read_text(tok, files[f], &ids, &n))
+        if (corpus_read(files[f], ids_mode ? NULL : tok, 0, in->vocab, &ids, &n))
             goto done_stats;
         if (moe_stats_new(nr, E, k, capacity, (int)batch, &sink.file, &err)) {
             fail_msg("%s", err.msg);

@@ -9,11 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 #include "args.h"
 #include "cli.h"
 #include "controls_parse.h"
+#include "corpus.h"
 #include "moescope/moescope.h"
 
 static const char PPL_USAGE[] =
@@ -37,62 +37,6 @@ static double log_prob(const float *logits, int n, int id)
     for (int i = 0; i < n; i++)
         sum += exp((double)logits[i] - max);
     return (double)logits[id] - max - log(sum);
-}
-
-static int read_tokens(const char *path, int ids_mode, const moe_tokenizer *tok, int vocab, int32_t **out,
-                       int *n)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return fail_msg("%s: cannot open", path);
-    struct stat st;
-    if (fstat(fileno(f), &st) || st.st_size > (1L << 30)) {
-        fclose(f);
-        return fail_msg("%s: not a regular file of at most 1 GiB", path);
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    size_t got = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
-    fclose(f);
-    if (!buf)
-        return fail_msg("out of memory reading %s", path);
-    buf[got] = 0;
-    int rc = 0;
-    if (ids_mode) {
-        for (char *p = buf; *p; p++)
-            if (*p == ',' || *p == '\n' || *p == '\t' || *p == '\r')
-                *p = ' ';
-        int cap = 1024;
-        *n = 0;
-        *out = malloc((size_t)cap * sizeof **out);
-        for (char *p = buf, *end; *out;) {
-            while (*p == ' ')
-                p++;
-            if (!*p)
-                break;
-            long v = strtol(p, &end, 10);
-            if (end == p || v < 0 || v >= vocab) {
-                rc = fail_msg("%s: token %d is not an id below the vocabulary size %d", path, *n + 1, vocab);
-                break;
-            }
-            if (*n == cap) {
-                int32_t *g = realloc(*out, (size_t)(cap *= 2) * sizeof **out);
-                if (!g)
-                    free(*out);
-                *out = g;
-            }
-            if (*out)
-                (*out)[(*n)++] = (int32_t)v;
-            p = end;
-        }
-        if (!*out && !rc)
-            rc = fail_msg("out of memory reading %s", path);
-    } else {
-        moe_error err = {0};
-        if (moe_tokenizer_encode(tok, buf, got, 1, out, n, &err))
-            rc = fail_msg("%s: %s", path, err.msg);
-    }
-    free(buf);
-    return rc;
 }
 
 int cmd_perplexity(int argc, char **argv)
@@ -181,7 +125,7 @@ int cmd_perplexity(int argc, char **argv)
         int n = 0;
         free(ids);
         ids = NULL;
-        if (read_tokens(files[f], ids_mode, tok, in->vocab, &ids, &n))
+        if (corpus_read(files[f], ids_mode ? NULL : tok, 1, in->vocab, &ids, &n))
             goto done;
         double nll = 0;
         long scored = 0;
