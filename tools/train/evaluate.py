@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Evidence for the bundled model, measured with moescope itself (build/moescope).
 
-    python3 tools/train/evaluate.py [--model assets/micro-tiny] [--n-docs 60] [--n-arith 150]
+    python3 tools/train/evaluate.py [--model assets/micro-tiny] [--n-docs 50] [--n-arith 120]
 
 Engine measurements (subprocess calls of build/moescope):
   * `analyze --json` on the held-out file of each domain: top-1 share per expert
@@ -89,8 +89,8 @@ def transcript(model_dir, text, extra=(), n=1):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default=os.path.join(ROOT, "assets", "micro-tiny"))
-    ap.add_argument("--n-docs", type=int, default=60)
-    ap.add_argument("--n-arith", type=int, default=150)
+    ap.add_argument("--n-docs", type=int, default=50)
+    ap.add_argument("--n-arith", type=int, default=120)
     a = ap.parse_args()
     torch.set_num_threads(1)
     os.makedirs(DOCS, exist_ok=True)
