@@ -84,15 +84,6 @@ static void on_token(void *ctx, const moe_token_trace *t)
     }
 }
 
-static int argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[b])
-            b = i;
-    return b;
-}
-
 static void golden_cases(const char *model)
 {
     char dir[1024], path[1024];
@@ -162,7 +153,7 @@ static void golden_cases(const char *model)
         }
         int same = 1;
         for (int g = 0; g < ng; g++) {
-            int32_t id = argmax(moe_session_logits(s), vocab);
+            int32_t id = test_argmax(moe_session_logits(s), vocab);
             same &= id == greedy[g];
             if (g + 1 < ng)
                 moe_session_eval(s, &id, 1, &err);

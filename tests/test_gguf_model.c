@@ -37,26 +37,6 @@
 #define Q8_RMS 0.08
 #define Q8_MARGIN 1.0
 
-static float max_abs_diff(const float *a, const float *b, int n)
-{
-    float m = 0;
-    for (int i = 0; i < n; i++) {
-        float d = fabsf(a[i] - b[i]);
-        if (!(d <= m))
-            m = isnan(d) ? INFINITY : d;
-    }
-    return m;
-}
-
-static int argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[b])
-            b = i;
-    return b;
-}
-
 static moe_model *open_gguf(const char *name)
 {
     char path[1024];
@@ -100,7 +80,7 @@ static int run(moe_model *m, const golden_case *gc, int batch, float *logits, in
     if (good)
         memcpy(logits, moe_session_logits(s), (size_t)vocab * sizeof *logits);
     for (int i = 0; good && i < n; i++) {
-        greedy[i] = argmax(moe_session_logits(s), vocab);
+        greedy[i] = test_argmax(moe_session_logits(s), vocab);
         good = i + 1 == n || moe_session_eval(s, &greedy[i], 1, &err) == MOE_OK;
     }
     moe_session_free(s);
@@ -131,7 +111,7 @@ static void test_exact(const char *file, const char *golden_name, const char *ar
         for (int batch = 0; batch <= 1; batch++) { /* prefill (sgemm) and token by token (matvec) */
             if (!ok(run(m, gc, batch, logits, got, n), "%s case %d: runs", file, i))
                 continue;
-            float d = max_abs_diff(logits, gc->logits, in->vocab);
+            float d = test_max_abs_diff(logits, gc->logits, in->vocab);
             ok(gc->n_logits == in->vocab && d <= LOGIT_TOL, "%s case %d batch %d: logits within %g (max diff %.2e)",
                file, i, batch, LOGIT_TOL, d);
             ok(!memcmp(got, gc->greedy, (size_t)n * sizeof *got), "%s case %d batch %d: greedy %d tokens identical",
@@ -167,7 +147,7 @@ static void test_q8(const char *file, const char *golden_name)
         for (int batch = 0; batch <= 1; batch++) {
             if (!ok(run(m, gc, batch, lq, gq, n) && run(d, gc, batch, ld, gd, n), "%s case %d: runs", file, i))
                 continue;
-            float dd = max_abs_diff(lq, ld, in->vocab), dg = max_abs_diff(lq, gc->logits, in->vocab);
+            float dd = test_max_abs_diff(lq, ld, in->vocab), dg = test_max_abs_diff(lq, gc->logits, in->vocab);
             double se = 0, ss = 0;
             for (int v = 0; v < in->vocab; v++)
                 se += (lq[v] - gc->logits[v]) * (double)(lq[v] - gc->logits[v]), ss += gc->logits[v] * (double)gc->logits[v];

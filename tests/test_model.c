@@ -22,26 +22,6 @@
 #define LOGIT_TOL 1e-3
 
 
-static float max_abs_diff(const float *a, const float *b, int n)
-{
-    float m = 0;
-    for (int i = 0; i < n; i++) {
-        float d = fabsf(a[i] - b[i]);
-        if (!(d <= m)) /* NaN counts as a failure */
-            m = isnan(d) ? INFINITY : d;
-    }
-    return m;
-}
-
-static int argmax(const float *v, int n)
-{
-    int b = 0;
-    for (int i = 1; i < n; i++)
-        if (v[i] > v[b])
-            b = i;
-    return b;
-}
-
 /* ---- trace checks ---- */
 typedef struct {
     int n_tokens, next_pos, bad;
@@ -116,7 +96,7 @@ static void run_case(moe_model *m, const char *name, const golden_case *gc, int 
         moe_session_free(s);
         return;
     }
-    float d = max_abs_diff(moe_session_logits(s), gc->logits, in->vocab);
+    float d = test_max_abs_diff(moe_session_logits(s), gc->logits, in->vocab);
     ok(gc->n_logits == in->vocab && d <= LOGIT_TOL, "%s: last logits within %g (max abs diff %.2e)", label,
        LOGIT_TOL, d);
     if (in->n_moe_layers) {
@@ -138,7 +118,7 @@ static void run_case(moe_model *m, const char *name, const golden_case *gc, int 
     int32_t got[64];
     int n = gc->n_greedy < 64 ? gc->n_greedy : 64, same = 1;
     for (int i = 0; i < n; i++) {
-        got[i] = argmax(moe_session_logits(s), in->vocab);
+        got[i] = test_argmax(moe_session_logits(s), in->vocab);
         same &= got[i] == gc->greedy[i];
         if (i + 1 < n && moe_session_eval(s, &got[i], 1, &err))
             break;
@@ -187,7 +167,7 @@ static void test_model(const char *name)
             moe_session_set_k(s, -1, gc->k, &err);
         for (int i = 0; i < gc->n_prompt; i++)
             moe_session_eval(s, &gc->prompt[i], 1, &err);
-        float d = max_abs_diff(moe_session_logits(s), gc->logits, moe_model_info_get(m)->vocab);
+        float d = test_max_abs_diff(moe_session_logits(s), gc->logits, moe_model_info_get(m)->vocab);
         ok(d <= LOGIT_TOL, "%s: token-by-token prompt of %d matches (max abs diff %.2e)", name,
            gc->n_prompt, d);
         moe_session_free(s);

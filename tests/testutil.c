@@ -1,6 +1,7 @@
 /* Helpers shared by the unit tests (see testutil.h). */
 #include "testutil.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -33,4 +34,24 @@ cJSON *test_read_json(const char *path)
     cJSON *j = text ? cJSON_Parse(text) : NULL;
     free(text);
     return j;
+}
+
+float test_max_abs_diff(const float *a, const float *b, int n)
+{
+    float m = 0;
+    for (int i = 0; i < n; i++) {
+        float d = fabsf(a[i] - b[i]);
+        if (!(d <= m)) /* NaN counts as a failure */
+            m = isnan(d) ? INFINITY : d;
+    }
+    return m;
+}
+
+int test_argmax(const float *v, int n)
+{
+    int b = 0;
+    for (int i = 1; i < n; i++)
+        if (v[i] > v[b])
+            b = i;
+    return b;
 }

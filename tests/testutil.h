@@ -15,4 +15,9 @@ char *test_slurp(const char *path, size_t *len);
 /* The file parsed as JSON, or NULL. The caller deletes it. */
 cJSON *test_read_json(const char *path);
 
+/* max |a[i] - b[i]| over n values; a NaN anywhere gives infinity, a failure. */
+float test_max_abs_diff(const float *a, const float *b, int n);
+/* The index of the largest of n values (the first on ties): greedy choice. */
+int test_argmax(const float *v, int n);
+
 #endif

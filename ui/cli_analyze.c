@@ -168,9 +168,8 @@ int cmd_analyze(int argc, char **argv)
             if (!arg_int(a, v, 1, 256, &threads))
                 goto done;
             i++;
-        } else if (!strncmp(a, "--", 2) && (control_is_verb(a + 2) || !strcmp(a, "--expert-off") ||
-                                            !strcmp(a, "--expert-on"))) {
-            ctl[n_ctl++] = !strcmp(a, "--expert-off") ? "off" : !strcmp(a, "--expert-on") ? "on" : a + 2;
+        } else if (control_flag_verb(a)) {
+            ctl[n_ctl++] = control_flag_verb(a);
             ctl[n_ctl++] = v;
             i++;
         } else {

@@ -18,6 +18,17 @@ int control_is_verb(const char *verb)
     return 0;
 }
 
+const char *control_flag_verb(const char *flag)
+{
+    if (strncmp(flag, "--", 2) != 0)
+        return NULL;
+    if (!strcmp(flag, "--expert-off"))
+        return "off";
+    if (!strcmp(flag, "--expert-on"))
+        return "on";
+    return control_is_verb(flag + 2) ? flag + 2 : NULL;
+}
+
 __attribute__((format(printf, 3, 4))) static int bad(char *msg, size_t len, const char *fmt, ...)
 {
     va_list ap;

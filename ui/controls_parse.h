@@ -21,6 +21,9 @@
 
 /* 1 if `verb` is one of the words above. */
 int control_is_verb(const char *verb);
+/* The control verb a command-line flag stands for ("--k" -> "k",
+ * "--expert-off" -> "off", "--bias" -> "bias", ...), or NULL. */
+const char *control_flag_verb(const char *flag);
 /* Parse and apply. Returns 0, or -1 with a message in msg (nothing changed). */
 int control_apply(moe_session *s, const char *verb, const char *arg, char *msg, size_t msglen);
 /* Apply a change as the engine logged it (moe_control_event.text: "off L1:5",
