@@ -65,7 +65,7 @@ typedef enum { OUT_TABLE, OUT_JSON, OUT_CSV } out_kind;
 
 /* One block of output: a file's (or the whole's) figures per layer. */
 static void report(out_kind kind, const char *name, moe_stats *st, int n_routes, const int *layer_of, int E,
-                   cJSON *json_files)
+                   const char *const *names, cJSON *json_files)
 {
     moe_stats_layer L;
     if (kind == OUT_JSON) {
@@ -100,7 +100,10 @@ static void report(out_kind kind, const char *name, moe_stats *st, int n_routes,
             printf("\n%s: %llu tokens\n%-6s", name, (unsigned long long)L.n_tokens, "layer");
         if (r == 0) {
             for (int e = 0; e < E && e < 16; e++)
-                printf(" %5s%-2d", "e", e);
+                if (names) /* the column's 8 characters hold a name's first 7 */
+                    printf(" %7.7s", names[e]);
+                else
+                    printf(" %5s%-2d", "e", e);
             printf("  %-15s %-15s %6s %6s %8s\n", "same-1 (chance)", "same-k (chance)", "CVimp", "CVload",
                    "overflow");
         }
@@ -246,12 +249,12 @@ int cmd_analyze(int argc, char **argv)
         }
         if (progress)
             fprintf(stderr, "\r\033[K");
-        report(kind, files[f], sink.file, nr, sink.layer_of, E, jfiles);
+        report(kind, files[f], sink.file, nr, sink.layer_of, E, in->expert_names, jfiles);
         moe_stats_free(sink.file);
         sink.file = NULL;
     }
     if (n_files > 1 || kind == OUT_JSON)
-        report(kind, "(all files)", all, nr, sink.layer_of, E, jfiles);
+        report(kind, "(all files)", all, nr, sink.layer_of, E, in->expert_names, jfiles);
     if (kind == OUT_JSON) {
         cJSON *m_o = cJSON_AddObjectToObject(json, "model");
         cJSON_AddStringToObject(m_o, "arch", in->arch);

@@ -504,6 +504,7 @@ int cmd_run(int argc, char **argv)
         fwrite(rest, 1, len, stdout);
     }
     printf("\n");
+    fflush(stdout); /* the generation before the timings on stderr, also when both are piped */
     double t2 = now();
     if (!o.print_ids)
         fprintf(stderr, "prompt %d tokens in %.3f s (%.1f t/s); generated %d tokens in %.3f s (%.1f t/s)\n",
