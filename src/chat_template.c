@@ -17,6 +17,7 @@
 
 #include "config.h"
 #include "error.h"
+#include "gguf_vocab.h"
 
 /* Limits against hostile templates. */
 #define CT_MAX_OUTPUT ((size_t)8 << 20)   /* bytes rendered */
@@ -2615,6 +2616,8 @@ moe_status moe_chat_template_load(const char *path, char **template_src, char **
         *bos = NULL;
     if (eos)
         *eos = NULL;
+    if (gguf_vocab_is_gguf(path))
+        return gguf_vocab_chat_template(path, template_src, bos, eos, err);
     char file[4096];
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))

@@ -213,6 +213,8 @@ void config_done(moe_config *c)
     free(c->mlp_only_layers);
     c->mlp_only_layers = NULL;
     c->n_mlp_only = 0;
+    free(c->rope_freqs);
+    c->rope_freqs = NULL;
 }
 
 static void read_rope_scaling(reader *r, moe_config *c)

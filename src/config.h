@@ -41,6 +41,8 @@ typedef struct {
     double rope_factor;
     double rope_low_freq_factor, rope_high_freq_factor;
     int rope_orig_max_pos;
+    float *rope_freqs;         /* (head_dim / 2) divisors of each frequency, or NULL:
+                                  llama.cpp's rope_freqs.weight (Llama 3 scaling) */
 } moe_config;
 
 /* Read a JSON file of at most max_bytes. On success *out is a cJSON tree

@@ -580,3 +580,93 @@ moe_status gguf_get_int_array(const gguf_file *g, const char *key, int64_t *out,
     *n = (size_t)kv->n;
     return MOE_OK;
 }
+
+static const char *array_kind(const gguf_kv *kv, char *buf, size_t cap)
+{
+    if (kv->type == GGUF_ARRAY)
+        snprintf(buf, cap, "an array of %s", vtypes[kv->elem].name);
+    else
+        snprintf(buf, cap, "a %s", vtypes[kv->type].name);
+    return buf;
+}
+
+moe_status gguf_get_str_array(const gguf_file *g, const char *key, gguf_strv **out, size_t *n, int *found,
+                              moe_error *err)
+{
+    moe_status st;
+    *out = NULL;
+    *n = 0;
+    const gguf_kv *kv = want(g, key, found, &st, err);
+    if (!kv)
+        return st;
+    char what[64];
+    if (kv->type != GGUF_ARRAY || kv->elem != GGUF_STRING)
+        return moe_fail(err, MOE_EFORMAT, "%s: metadata '%s' is %s; an array of STRING was expected", g->path, key,
+                        array_kind(kv, what, sizeof what));
+    /* each element is at least its 8-byte length, all inside the file */
+    gguf_strv *v = malloc((kv->n ? (size_t)kv->n : 1) * sizeof *v);
+    if (!v)
+        return moe_fail(err, MOE_ENOMEM, "%s: out of memory for the %llu strings of '%s'", g->path,
+                        (unsigned long long)kv->n, key);
+    const unsigned char *p = kv->val;
+    for (uint64_t i = 0; i < kv->n; i++) {
+        uint64_t len;
+        memcpy(&len, p, 8);
+        v[i] = (gguf_strv){(const char *)p + 8, (size_t)len};
+        p += 8 + len;
+    }
+    *out = v;
+    *n = (size_t)kv->n;
+    return MOE_OK;
+}
+
+moe_status gguf_get_float_array(const gguf_file *g, const char *key, float **out, size_t *n, int *found,
+                                moe_error *err)
+{
+    moe_status st;
+    *out = NULL;
+    *n = 0;
+    const gguf_kv *kv = want(g, key, found, &st, err);
+    if (!kv)
+        return st;
+    char what[64];
+    if (kv->type != GGUF_ARRAY || !(kv->elem == GGUF_F32 || kv->elem == GGUF_F64 || is_int(kv->elem)))
+        return moe_fail(err, MOE_EFORMAT, "%s: metadata '%s' is %s; an array of numbers was expected", g->path,
+                        key, array_kind(kv, what, sizeof what));
+    float *v = malloc((kv->n ? (size_t)kv->n : 1) * sizeof *v);
+    if (!v)
+        return moe_fail(err, MOE_ENOMEM, "%s: out of memory for the %llu numbers of '%s'", g->path,
+                        (unsigned long long)kv->n, key);
+    size_t sz = vtypes[kv->elem].size;
+    for (uint64_t i = 0; i < kv->n; i++) {
+        const unsigned char *p = kv->val + i * sz;
+        if (kv->elem == GGUF_F32) {
+            memcpy(&v[i], p, 4);
+        } else if (kv->elem == GGUF_F64) {
+            double d;
+            memcpy(&d, p, 8);
+            v[i] = (float)d;
+        } else {
+            int64_t x;
+            if (!read_int(kv->elem, p, &x)) {
+                free(v);
+                return moe_fail(err, MOE_EFORMAT, "%s: metadata '%s' element %llu is out of range", g->path, key,
+                                (unsigned long long)i);
+            }
+            v[i] = (float)x;
+        }
+    }
+    *out = v;
+    *n = (size_t)kv->n;
+    return MOE_OK;
+}
+
+uint64_t gguf_array_len(const gguf_file *g, const char *key, gguf_vtype *elem)
+{
+    const gguf_kv *kv = gguf_find_kv(g, key);
+    if (!kv || kv->type != GGUF_ARRAY)
+        return 0;
+    if (elem)
+        *elem = kv->elem;
+    return kv->n;
+}

@@ -79,6 +79,27 @@ moe_status gguf_get_str(const gguf_file *g, const char *key, const char **out, s
 moe_status gguf_get_int_array(const gguf_file *g, const char *key, int64_t *out, size_t cap, size_t *n,
                               int *found, moe_error *err);
 
+/* One string of a string array: a view into the mapping, not NUL-terminated. */
+typedef struct {
+    const char *s;
+    size_t n;
+} gguf_strv;
+
+/* An array of strings (every length was checked against the file at open).
+ * On MOE_OK *out is a malloc'ed array of *n views that the caller frees
+ * (the strings stay in the mapping); NULL with *n 0 when the key is
+ * absent and found is not NULL. A key that is not an array of strings is
+ * MOE_EFORMAT naming the key and what it holds. */
+moe_status gguf_get_str_array(const gguf_file *g, const char *key, gguf_strv **out, size_t *n, int *found,
+                              moe_error *err);
+/* An array of numbers (F32, F64 or any integer type) as a malloc'ed array
+ * of *n floats the caller frees; otherwise as gguf_get_str_array. */
+moe_status gguf_get_float_array(const gguf_file *g, const char *key, float **out, size_t *n, int *found,
+                                moe_error *err);
+/* The element count of an array key, and its element type; 0 when the key
+ * is absent or not an array. */
+uint64_t gguf_array_len(const gguf_file *g, const char *key, gguf_vtype *elem);
+
 /* The name ("Q8_0"), block size and block bytes of a ggml type; NULL/0 for
  * a number ggml does not define (or has removed). */
 const char *gguf_type_name(uint32_t t);

@@ -15,6 +15,7 @@
  * whole rows, which works for every weight type (a quantised block never
  * spans rows). The other families are converted unpermuted (llama.cpp runs
  * them with its NEOX rope, which is rotate-half). */
+#include <float.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +59,10 @@ static int moe_type(uint32_t t)
     case GGML_F16: return MOE_F16;
     case GGML_BF16: return MOE_BF16;
     case GGML_Q8_0: return MOE_Q8_0;
+    case GGML_Q4_0: return MOE_Q4_0;
+    case GGML_Q4_K: return MOE_Q4_K;
+    case GGML_Q5_K: return MOE_Q5_K;
+    case GGML_Q6_K: return MOE_Q6_K;
     default: return -1;
     }
 }
@@ -89,7 +94,8 @@ static int check(gbinder *b, const gguf_tensor *t, const char *name, uint64_t d0
         return 0;
     }
     if (moe_type(t->type) < 0) {
-        moe_fail(b->err, MOE_EUNSUPPORTED, "%s: tensor '%s' has type %s; supported: F32, F16, BF16, Q8_0",
+        moe_fail(b->err, MOE_EUNSUPPORTED,
+                 "%s: tensor '%s' has type %s; supported: F32, F16, BF16, Q8_0, Q4_0, Q4_K, Q5_K, Q6_K",
                  gguf_path(b->g), name, gguf_type_name(t->type));
         return 0;
     }
@@ -263,6 +269,33 @@ static moe_status hparam_float(gbinder *b, const char *key, double *out)
     return gguf_get_float(b->g, full, out, &found, b->err);
 }
 
+/* rope_freqs.weight: llama.cpp's converter stores Llama 3 RoPE scaling as
+ * one factor per frequency (ne [head_dim / 2]); frequency i is divided by
+ * factor i. */
+static moe_status rope_freqs(gbinder *b)
+{
+    moe_config *c = &b->m->cfg;
+    const gguf_tensor *t = gguf_find_tensor(b->g, "rope_freqs.weight");
+    int n = c->head_dim / 2;
+    if (!t)
+        return MOE_OK;
+    if (t->ne[0] != (uint64_t)n || t->ne[1] != 1 || t->ne[2] != 1 || t->ne[3] != 1)
+        return moe_fail(b->err, MOE_EFORMAT, "%s: tensor 'rope_freqs.weight' has ne [%llu, %llu, %llu, %llu]; "
+                        "the metadata implies [%d] (head_dim / 2)", gguf_path(b->g), (unsigned long long)t->ne[0],
+                        (unsigned long long)t->ne[1], (unsigned long long)t->ne[2], (unsigned long long)t->ne[3], n);
+    if (t->type != GGML_F32 && t->type != GGML_F16 && t->type != GGML_BF16)
+        return moe_fail(b->err, MOE_EUNSUPPORTED, "%s: tensor 'rope_freqs.weight' has type %s; supported: F32, "
+                        "F16, BF16", gguf_path(b->g), gguf_type_name(t->type));
+    if (!(c->rope_freqs = malloc((size_t)n * sizeof *c->rope_freqs)))
+        return moe_fail(b->err, MOE_ENOMEM, "%s: out of memory", gguf_path(b->g));
+    kern_to_f32((moe_dtype)moe_type(t->type), t->data, c->rope_freqs, (size_t)n);
+    for (int i = 0; i < n; i++)
+        if (!(c->rope_freqs[i] > 0 && c->rope_freqs[i] <= FLT_MAX)) /* NaN fails too */
+            return moe_fail(b->err, MOE_EFORMAT, "%s: rope_freqs.weight[%d] is %g; a factor is positive and finite",
+                            gguf_path(b->g), i, (double)c->rope_freqs[i]);
+    return MOE_OK;
+}
+
 static moe_status read_config(gbinder *b)
 {
     moe_config *c = &b->m->cfg;
@@ -324,10 +357,8 @@ static moe_status read_config(gbinder *b)
         return moe_fail(b->err, MOE_EUNSUPPORTED, "%s: RoPE scaling '%.*s' is not supported (none, linear)", path,
                         (int)(len < 32 ? len : 32), s);
     }
-    if (gguf_find_tensor(b->g, "rope_freqs.weight"))
-        return moe_fail(b->err, MOE_EUNSUPPORTED,
-                        "%s: per-dimension RoPE frequencies (rope_freqs.weight, Llama 3.1 scaling) are not supported",
-                        path);
+    if ((st = rope_freqs(b)))
+        return st;
     int norm;
     snprintf(key, sizeof key, "%s.expert_weights_norm", b->a->arch);
     if ((st = gguf_get_bool(b->g, key, &norm, &found, b->err)))
@@ -352,6 +383,11 @@ static moe_status read_config(gbinder *b)
     if (vocab != c->vocab)
         return moe_fail(b->err, MOE_EFORMAT, "%s: %s.vocab_size is %d but token_embd.weight has %d rows", path,
                         b->a->arch, vocab, c->vocab);
+    gguf_vtype elem;
+    uint64_t n_tokens = gguf_array_len(b->g, "tokenizer.ggml.tokens", &elem);
+    if (n_tokens && n_tokens != (uint64_t)c->vocab) /* llama.cpp sizes the embedding by the token count */
+        return moe_fail(b->err, MOE_EFORMAT, "%s: tokenizer.ggml.tokens has %llu tokens but token_embd.weight has "
+                        "%d rows", path, (unsigned long long)n_tokens, c->vocab);
     c->tied = gguf_find_tensor(b->g, "output.weight") == NULL;
     return MOE_OK;
 }
@@ -445,5 +481,6 @@ moe_status gguf_model_bind(moe_model *m, const char *path, const char **arch_nam
         in->n_shared_experts = L->shared.gate.data ? 1 : in->n_shared_experts;
     }
     in->dtype = model_main_dtype(b.bytes_by_type);
+    memcpy(in->bytes_by_type, b.bytes_by_type, sizeof in->bytes_by_type);
     return MOE_OK;
 }

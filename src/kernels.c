@@ -8,10 +8,13 @@
 #include "kernels.h"
 
 #include <assert.h>
+#include <math.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "quant.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define KERN_X86 1
@@ -30,50 +33,6 @@ enum { PREFETCH_COLS = 256 };
 static size_t dtype_size(moe_dtype t)
 {
     return t == MOE_F32 ? 4 : 2;
-}
-
-/* ---- Q8_0 -------------------------------------------------------------
- * ggml's block_q8_0: an f16 scale d, then 32 int8 q; weight = d * q. The
- * matrix-vector product sums each block's q·x in f32 and scales it once. */
-enum { Q8_BLOCK = 32, Q8_BYTES = 34 };
-
-float kern_f16_to_f32(uint16_t h);
-
-static void q8_to_f32(const void *src, float *dst, size_t n)
-{
-    const unsigned char *p = src;
-    for (size_t b = 0; b < n / Q8_BLOCK; b++, p += Q8_BYTES) {
-        uint16_t h;
-        memcpy(&h, p, 2);
-        float d = kern_f16_to_f32(h);
-        const int8_t *q = (const int8_t *)(p + 2);
-        for (int j = 0; j < Q8_BLOCK; j++)
-            dst[b * Q8_BLOCK + j] = d * (float)q[j];
-    }
-}
-
-static void q8_rows(const void *W, size_t cols, const float *X, size_t n, float *Y, size_t ldy, size_t r0,
-                    size_t r1)
-{
-    size_t row = cols / Q8_BLOCK * Q8_BYTES;
-    for (size_t r = r0; r < r1; r++) {
-        const unsigned char *w = (const unsigned char *)W + r * row;
-        for (size_t v = 0; v < n; v++) {
-            const float *x = X + v * cols;
-            float acc = 0;
-            for (size_t b = 0; b < cols / Q8_BLOCK; b++) {
-                const unsigned char *p = w + b * Q8_BYTES;
-                const int8_t *q = (const int8_t *)(p + 2);
-                uint16_t h;
-                memcpy(&h, p, 2);
-                float s[8] = {0};
-                for (int j = 0; j < Q8_BLOCK; j++)
-                    s[j & 7] += (float)q[j] * x[b * Q8_BLOCK + j];
-                acc += kern_f16_to_f32(h) * (((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7])));
-            }
-            Y[v * ldy + r] = acc;
-        }
-    }
 }
 
 /* ---- scalar conversions ----------------------------------------------- */
@@ -392,6 +351,47 @@ AVX2 static void y_axpy(float a, const float *x, float *y, size_t n)
         y[i] += a * x[i];
 }
 
+/* Weighted sum of rows (kern_wsum) for NX weight vectors: 16 columns per
+ * pass in 8 accumulators; the tail of the columns zero-padded. */
+AVX2 INLINE void y_wsum_n(moe_dtype t, const int NX, const unsigned char *V, size_t ldv, size_t cols,
+                          const float *A, size_t lda, size_t np, float *O, size_t ldo)
+{
+    const size_t es = dtype_size(t);
+    for (size_t d = 0; d < cols; d += 16) {
+        size_t k0 = cols - d < 8 ? cols - d : 8, k1 = cols - d <= 8 ? 0 : cols - d - 8 < 8 ? cols - d - 8 : 8;
+        __m256 acc[4][2];
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++)
+            acc[v][0] = acc[v][1] = _mm256_setzero_ps();
+        for (size_t p = 0; p < np; p++) {
+            const unsigned char *row = V + (p * ldv + d) * es;
+            __m256 w0 = k0 == 8 ? y_load(t, row) : y_load_part(t, row, k0);
+            __m256 w1 = k1 == 8 ? y_load(t, row + 8 * es)
+                        : k1    ? y_load_part(t, row + 8 * es, k1)
+                                : _mm256_setzero_ps();
+#pragma GCC unroll 4
+            for (int v = 0; v < NX; v++) {
+                __m256 a = _mm256_set1_ps(A[v * lda + p]);
+                acc[v][0] = _mm256_fmadd_ps(a, w0, acc[v][0]);
+                acc[v][1] = _mm256_fmadd_ps(a, w1, acc[v][1]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++) {
+            float buf[16];
+            _mm256_storeu_ps(buf, acc[v][0]);
+            _mm256_storeu_ps(buf + 8, acc[v][1]);
+            memcpy(O + v * ldo + d, buf, (k0 + k1) * sizeof *buf);
+        }
+    }
+}
+
+AVX2 static void y_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, const float *A, size_t lda,
+                        size_t n, size_t np, float *O, size_t ldo)
+{
+    ROWS_DISPATCH(y_wsum_n, t, n, V, ldv, cols, A, lda, np, O, ldo);
+}
+
 /* ---- AVX-512 F/BW/VL: 16 lanes ---------------------------------------- */
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
@@ -549,6 +549,95 @@ AVX512 static void z_axpy(float a, const float *x, float *y, size_t n)
     }
 }
 
+/* Weighted sum of rows (kern_wsum) for NX weight vectors: 64 columns per
+ * pass in 16 accumulators, the tail of the columns masked. */
+AVX512 INLINE void z_wsum_n(moe_dtype t, const int NX, const unsigned char *V, size_t ldv, size_t cols,
+                            const float *A, size_t lda, size_t np, float *O, size_t ldo)
+{
+    const size_t es = dtype_size(t);
+    for (size_t d = 0; d < cols; d += 64) {
+        __mmask16 m[4];
+        __m512 acc[4][4];
+#pragma GCC unroll 4
+        for (int c = 0; c < 4; c++) {
+            m[c] = d + 16 * c < cols ? z_mask(cols - d - 16 * c) : 0;
+#pragma GCC unroll 4
+            for (int v = 0; v < NX; v++)
+                acc[v][c] = _mm512_setzero_ps();
+        }
+        for (size_t p = 0; p < np; p++) {
+            const unsigned char *row = V + (p * ldv + d) * es;
+            __m512 w[4];
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                w[c] = z_load_part(t, row + 16 * c * es, m[c]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NX; v++) {
+                __m512 a = _mm512_set1_ps(A[v * lda + p]);
+#pragma GCC unroll 4
+                for (int c = 0; c < 4; c++)
+                    acc[v][c] = _mm512_fmadd_ps(a, w[c], acc[v][c]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++)
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                _mm512_mask_storeu_ps(O + v * ldo + d + 16 * c, m[c], acc[v][c]);
+    }
+}
+
+AVX512 static void z_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, const float *A, size_t lda,
+                          size_t n, size_t np, float *O, size_t ldo)
+{
+    ROWS_DISPATCH(z_wsum_n, t, n, V, ldv, cols, A, lda, np, O, ldo);
+}
+
+/* e^x for x <= 0 (softmax arguments): x = n ln2 + r with |r| <= ln2/2,
+ * e^r by its Taylor series to r^7 (relative error below 1e-8 there), then
+ * scaled by 2^n. Below -87.3 (under f32's normal range) it returns about
+ * 2^-126 · e^r instead of a subnormal; a softmax weight that small is 0 at
+ * f32 precision anyway. */
+AVX512 INLINE __m512 z_exp_neg(__m512 x)
+{
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 5040);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 720));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+AVX512 static void z_softmax(float *x, size_t n, float scale)
+{
+    __m512 vs = _mm512_set1_ps(scale), mx = _mm512_set1_ps(-INFINITY);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = z_mask(n - i);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), vs);
+        mx = _mm512_mask_max_ps(mx, m, mx, v);
+    }
+    __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx)), sum = _mm512_setzero_ps();
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = z_mask(n - i);
+        __m512 e = z_exp_neg(_mm512_fmsub_ps(_mm512_maskz_loadu_ps(m, x + i), vs, vmax));
+        sum = _mm512_mask_add_ps(sum, m, sum, e);
+        _mm512_mask_storeu_ps(x + i, m, e);
+    }
+    __m512 inv = _mm512_set1_ps(1.0f / _mm512_reduce_add_ps(sum));
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = z_mask(n - i);
+        _mm512_mask_storeu_ps(x + i, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, x + i), inv));
+    }
+}
+
 #endif /* KERN_X86 */
 
 /* ---- dispatch ----------------------------------------------------------- */
@@ -655,8 +744,8 @@ void kern_matvec(moe_dtype t, const void *W, size_t cols, const float *x, float 
                  size_t r1)
 {
     assert((unsigned)t < MOE_DTYPE_COUNT);
-    if (t == MOE_Q8_0) {
-        q8_rows(W, cols, x, 1, y, 0, r0, r1);
+    if (quant_is_quantised(t)) {
+        quant_rows((int)(impl() - impls), t, W, cols, x, 1, y, 0, r0, r1);
         return;
     }
     impl()->rows(t, W, cols, x, 1, y, 0, r0, r1);
@@ -666,11 +755,29 @@ void kern_matvec_n(moe_dtype t, const void *W, size_t cols, const float *X, size
                    size_t ldy, size_t r0, size_t r1)
 {
     assert((unsigned)t < MOE_DTYPE_COUNT);
-    if (t == MOE_Q8_0) {
-        q8_rows(W, cols, X, n, Y, ldy, r0, r1);
+    const kern_impl *k = impl();
+    if (quant_is_quantised(t)) {
+        enum { TILE = 16384 }; /* floats: 64 KiB of dequantised rows */
+        if (n <= 4 || cols > TILE) { /* each block decoded once per four vectors */
+            quant_rows((int)(k - impls), t, W, cols, X, n, Y, ldy, r0, r1);
+            return;
+        }
+        /* Many vectors (the tokens routed to one expert in a prefill):
+         * dequantise a few rows at a time and run the f32 kernels on them,
+         * which share each load of X among four rows. Decoding each block
+         * for every four vectors and re-reading X for every row ran at
+         * 25-30 GFLOP/s at 32 vectors, this at 62-73 (kernels_bench
+         * qsweep). */
+        float tile[TILE];
+        size_t per = TILE / cols, rb = kern_row_bytes(t, cols);
+        for (size_t b0 = r0; b0 < r1; b0 += per) {
+            size_t nr = r1 - b0 < per ? r1 - b0 : per;
+            quant_to_f32((int)(k - impls), t, (const unsigned char *)W + b0 * rb, tile, nr * cols);
+            for (size_t v = 0; v < n; v += 4)
+                k->rows(MOE_F32, tile, cols, X + v * cols, n - v < 4 ? n - v : 4, Y + v * ldy + b0, ldy, 0, nr);
+        }
         return;
     }
-    const kern_impl *k = impl();
     if (n <= 4) {
         k->rows(t, W, cols, X, n, Y, ldy, r0, r1);
         return;
@@ -690,7 +797,7 @@ void kern_matvec_n(moe_dtype t, const void *W, size_t cols, const float *X, size
 
 size_t kern_row_bytes(moe_dtype t, size_t cols)
 {
-    return t == MOE_Q8_0 ? cols / Q8_BLOCK * Q8_BYTES : cols * dtype_size(t);
+    return quant_is_quantised(t) ? cols / quant_block(t) * quant_block_bytes(t) : cols * dtype_size(t);
 }
 
 void kern_to_f32(moe_dtype t, const void *src, float *dst, size_t n)
@@ -698,8 +805,8 @@ void kern_to_f32(moe_dtype t, const void *src, float *dst, size_t n)
     assert((unsigned)t < MOE_DTYPE_COUNT);
     if (t == MOE_F32)
         memcpy(dst, src, n * sizeof *dst);
-    else if (t == MOE_Q8_0)
-        q8_to_f32(src, dst, n);
+    else if (quant_is_quantised(t))
+        quant_to_f32((int)(impl() - impls), t, src, dst, n);
     else
         impl()->to_f32(t, src, dst, n);
 }
@@ -712,4 +819,80 @@ float kern_dot(const float *a, const float *b, size_t n)
 void kern_axpy(float a, const float *x, float *y, size_t n)
 {
     impl()->axpy(a, x, y, n);
+}
+
+/* kern_wsum without SIMD: the same sums in the same order per column. */
+static void p_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, const float *A, size_t lda, size_t n,
+                   size_t np, float *O, size_t ldo)
+{
+    const unsigned char *base = V;
+    size_t es = dtype_size(t);
+    for (size_t v = 0; v < n; v++)
+        memset(O + v * ldo, 0, cols * sizeof *O);
+    for (size_t p = 0; p < np; p++) {
+        const unsigned char *row = base + p * ldv * es;
+        for (size_t d = 0; d < cols; d++) {
+            float w;
+            if (t == MOE_F32)
+                memcpy(&w, row + d * 4, 4);
+            else {
+                uint16_t h;
+                memcpy(&h, row + d * 2, 2);
+                w = t == MOE_F16 ? kern_f16_to_f32(h) : kern_bf16_to_f32(h);
+            }
+            for (size_t v = 0; v < n; v++)
+                O[v * ldo + d] += A[v * lda + p] * w;
+        }
+    }
+}
+
+void kern_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, const float *A, size_t lda, size_t n,
+               size_t np, float *O, size_t ldo)
+{
+    assert(t == MOE_F32 || t == MOE_F16 || t == MOE_BF16);
+    for (size_t v = 0; v < n; v += 4) {
+        size_t nv = n - v < 4 ? n - v : 4;
+#ifdef KERN_X86
+        if (!strcmp(impl()->name, "avx512")) {
+            z_wsum(t, V, ldv, cols, A + v * lda, lda, nv, np, O + v * ldo, ldo);
+            continue;
+        }
+        if (!strcmp(impl()->name, "avx2")) {
+            y_wsum(t, V, ldv, cols, A + v * lda, lda, nv, np, O + v * ldo, ldo);
+            continue;
+        }
+#endif
+        p_wsum(t, V, ldv, cols, A + v * lda, lda, nv, np, O + v * ldo, ldo);
+    }
+}
+
+static void p_softmax(float *x, size_t n, float scale)
+{
+    float max = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        x[i] *= scale;
+        if (x[i] > max)
+            max = x[i];
+    }
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (size_t i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+void kern_softmax(float *x, size_t n, float scale)
+{
+    if (!n)
+        return;
+#ifdef KERN_X86
+    if (!strcmp(impl()->name, "avx512")) {
+        z_softmax(x, n, scale);
+        return;
+    }
+#endif
+    p_softmax(x, n, scale);
 }

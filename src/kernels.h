@@ -27,10 +27,20 @@ void kern_matvec(moe_dtype t, const void *W, size_t cols, const float *x, float 
 void kern_matvec_n(moe_dtype t, const void *W, size_t cols, const float *X, size_t n,
                    float *Y, size_t ldy, size_t r0, size_t r1);
 /* Bytes of one row of `cols` weights of type t (cols a multiple of the
- * type's block). */
+ * type's block: 32 for Q8_0 and Q4_0, 256 for Q4_K, Q5_K and Q6_K). */
 size_t kern_row_bytes(moe_dtype t, size_t cols);
-/* dst[i] = (float)src[i] for i < n. */
+/* dst[i] = (float)src[i] for i < n; quantised types are dequantised
+ * exactly as ggml's dequantize_row_* does, n a multiple of the block. */
 void kern_to_f32(moe_dtype t, const void *src, float *dst, size_t n);
+/* O[v*ldo + d] = sum over p < np of A[v*lda + p] * V[p*ldv + d], for v < n
+ * and d < cols: n weighted sums of the same np rows of V (type F32, F16 or
+ * BF16, rows ldv elements apart), as attention sums its values. O is
+ * overwritten; each row of V is read once per four weight vectors. */
+void kern_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, const float *A, size_t lda, size_t n,
+               size_t np, float *O, size_t ldo);
+/* x = softmax(scale * x) over n finite values, in place: each becomes
+ * e^(scale x[i] - max) / sum, within a few f32 ulps of the exact value. */
+void kern_softmax(float *x, size_t n, float scale);
 float kern_dot(const float *a, const float *b, size_t n);
 /* y += a * x */
 void kern_axpy(float a, const float *x, float *y, size_t n);

@@ -27,6 +27,15 @@ enum {
      * f16 and bf16 must be converted for sgemm, so they cross later. */
     SMALL_N_F32 = 24,
     SMALL_N_F16 = 48,
+    /* Quantised types (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) dequantise a tile of
+     * rows for sgemm; the matrix-vector kernels decode each block once for
+     * up to four vectors, and for more dequantise 64 KiB of rows for the
+     * f32 kernels. kernels_bench qsweep (2048 x 1024, one thread, on a
+     * loaded machine): matvec 57-62 GFLOP/s at n = 16, 68-73 at 32, 76-84
+     * at 128, sgemm 22-31 throughout, for every type; moescope bench pp128
+     * on the Q4_K_M bench model is the same with 48 and 128 (165/164 and
+     * 233/226 t/s, paired runs), so f16's crossover is kept. */
+    SMALL_N_Q = 48,
     CHUNKS_PER_THREAD = 4, /* matrix-vector chunks per thread, for balance */
     ROW_ALIGN = 16,        /* chunks and tiles are whole multiples of this many rows */
     /* f32 tile of converted weight rows per thread, 1 MiB: half of L2.
@@ -83,6 +92,12 @@ void matmul_free(matmul_ctx *c)
     free(c);
 }
 
+/* Up to this many rows of X the matrix-vector kernels are used. */
+static size_t small_n(moe_dtype t)
+{
+    return t == MOE_F32 ? SMALL_N_F32 : t == MOE_F16 || t == MOE_BF16 ? SMALL_N_F16 : SMALL_N_Q;
+}
+
 static size_t round_up(size_t x, size_t m)
 {
     return (x + m - 1) / m * m;
@@ -126,7 +141,7 @@ void matmul(matmul_ctx *c, moe_dtype t, const void *W, size_t rows, size_t cols,
     job j = {c, t, W, rows, cols, X, n, Y, 0};
     size_t nt = (size_t)c->n_threads;
 
-    if (n <= (t == MOE_F32 ? SMALL_N_F32 : SMALL_N_F16)) {
+    if (n <= small_n(t)) {
         /* A few chunks per thread, so that a thread slowed by something
          * else does not hold up the rest. */
         size_t want = nt == 1 ? 1 : nt * CHUNKS_PER_THREAD;
@@ -144,4 +159,58 @@ void matmul(matmul_ctx *c, moe_dtype t, const void *W, size_t rows, size_t cols,
             j.block = tile;
     }
     pool_run(c->pool, gemm_task, &j, (int)((rows + j.block - 1) / j.block));
+}
+
+/* ---- several products, one dispatch --------------------------------------- */
+
+enum { MANY_MAX = 32 }; /* products per dispatch */
+
+typedef struct {
+    const matmul_item *item[MANY_MAX];
+    int n;
+    size_t block[MANY_MAX];   /* rows of W per task, as matmul chooses */
+    int first[MANY_MAX + 1]; /* the first task of each item */
+} many_job;
+
+static void many_task(void *arg, int task, int thread)
+{
+    const many_job *j = arg;
+    (void)thread;
+    int i = 0;
+    while (task >= j->first[i + 1])
+        i++;
+    const matmul_item *it = j->item[i];
+    size_t r0 = (size_t)(task - j->first[i]) * j->block[i];
+    size_t r1 = r0 + j->block[i] < it->rows ? r0 + j->block[i] : it->rows;
+    kern_matvec_n(it->t, it->W, it->cols, it->X, it->n, it->Y, it->rows, r0, r1);
+}
+
+void matmul_many(matmul_ctx *c, const matmul_item *items, int n_items)
+{
+    many_job j;
+    j.n = 0;
+    j.first[0] = 0;
+    size_t nt = (size_t)c->n_threads, want = nt == 1 ? 1 : nt * CHUNKS_PER_THREAD;
+    for (int i = 0; i < n_items; i++) {
+        const matmul_item *it = &items[i];
+        assert(it->cols <= c->max_cols);
+        if (it->n > small_n(it->t) || it->cols == 0) {
+            matmul(c, it->t, it->W, it->rows, it->cols, it->X, it->n, it->Y);
+            continue;
+        }
+        if (it->rows == 0 || it->n == 0)
+            continue;
+        if (j.n == MANY_MAX) { /* full: run what is gathered */
+            pool_run(c->pool, many_task, &j, j.first[j.n]);
+            j.n = 0;
+        }
+        /* the same blocks as matmul, so that every output is the same */
+        size_t block = round_up((it->rows + want - 1) / want, ROW_ALIGN);
+        j.item[j.n] = it;
+        j.block[j.n] = block;
+        j.first[j.n + 1] = j.first[j.n] + (int)((it->rows + block - 1) / block);
+        j.n++;
+    }
+    if (j.n)
+        pool_run(c->pool, many_task, &j, j.first[j.n]);
 }

@@ -25,4 +25,21 @@ void matmul_free(matmul_ctx *c);
 void matmul(matmul_ctx *c, moe_dtype t, const void *W, size_t rows, size_t cols,
             const float *X, size_t n, float *Y);
 
+/* One product of a batch given to matmul_many. */
+typedef struct {
+    moe_dtype t;
+    const void *W; /* (rows, cols) of type t */
+    size_t rows, cols;
+    const float *X; /* (n, cols) */
+    size_t n;
+    float *Y; /* (n, rows), overwritten */
+} matmul_item;
+
+/* The products of items[0..n_items) as if matmul ran on each in turn, with
+ * the same results. Those small enough for the matrix-vector kernels share
+ * one pool dispatch, so that independent products of one step (q, k and
+ * v; the gate and up projections of every chosen expert) cost one wait for
+ * the pool instead of one each. The outputs must not overlap the inputs. */
+void matmul_many(matmul_ctx *c, const matmul_item *items, int n_items);
+
 #endif

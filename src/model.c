@@ -93,7 +93,7 @@ const char *moe_supported_archs(void)
 
 const char *moe_dtype_name(moe_dtype t)
 {
-    static const char *names[] = {"F32", "F16", "BF16", "Q8_0"};
+    static const char *names[] = {"F32", "F16", "BF16", "Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"};
     return (unsigned)t < MOE_DTYPE_COUNT ? names[t] : "?";
 }
 
@@ -435,6 +435,7 @@ static moe_status bind_model(moe_model *m, const arch *a, moe_error *err)
         in->n_shared_experts = L->shared.gate.data ? 1 : in->n_shared_experts;
     }
     in->dtype = model_main_dtype(b.bytes_by_type);
+    memcpy(in->bytes_by_type, b.bytes_by_type, sizeof in->bytes_by_type);
     return MOE_OK;
 }
 

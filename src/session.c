@@ -31,7 +31,8 @@ struct moe_session {
     float *xb;                 /* (nb, dim) normed input of a sublayer */
     float *q;                  /* (nb, q_dim) queries */
     float *att;                /* (nb, q_dim) attention output, heads concatenated */
-    float *scores;             /* (n_threads, n_ctx) attention weights per thread */
+    float *scores;             /* (n_threads, n_heads / n_kv_heads, n_ctx) attention weights
+                                * of one query group, per thread */
     float *proj;               /* (nb, dim) output of o_proj / the MLPs */
     float *rlogits;            /* (nb, n_experts) router logits */
     /* routing of the chunk, kept for the trace */
@@ -44,6 +45,10 @@ struct moe_session {
     float *last_in;            /* (n_layers * kv_slots, dim) MLP input of the latest token */
     uint8_t *last_ok;          /* (n_layers * kv_slots) that block ran for the latest token */
     float *last_out;           /* (n_layers, dim) hidden state after each layer, latest token */
+    /* what re-evaluating an earlier token overwrites, kept meanwhile */
+    float *probe_in, *probe_out, *probe_logits; /* as last_in, last_out, logits */
+    uint8_t *probe_ok;         /* as last_ok */
+    float *probe_kv;           /* (n_layers * kv_slots, 2, kv_dim) one cache row per block */
     int *n_chosen;             /* (nb, n_moe_layers) */
     moe_route *routes;         /* (n_moe_layers) handed to the sink */
     /* tokens grouped by expert */
@@ -52,12 +57,27 @@ struct moe_session {
     float *group_w;            /* (n_experts, nb) */
     float *xe;                 /* (nb, dim) gathered inputs of one expert */
     float *h1, *h3;            /* (nb, ff) expert hidden activations */
+    /* every chosen expert of a step with at most FEW_ROWS assignments */
+    float *xm;                 /* (FEW_ROWS, dim) inputs, then outputs, expert by expert */
+    float *hm1, *hm3;          /* (FEW_ROWS, ff) their hidden activations */
+    matmul_item *items;        /* (2 * n_experts) products of one dispatch */
     float *logits;             /* (vocab) of the last token */
-    float *kcache, *vcache;    /* (n_layers * kv_slots, n_ctx, kv_dim): a slot per block */
+    float *all_logits;         /* the caller's (n, vocab) during moe_session_eval_all: next row to fill */
+    /* (n_layers * kv_slots, n_kv_heads, n_ctx, head_dim) of kv_type: a slot per
+     * block, and each head's positions side by side for the attention kernels */
+    unsigned char *kcache, *vcache;
+    moe_dtype kv_type;         /* MOE_F32 or MOE_F16 */
+    size_t kv_es;              /* bytes per cache element */
+    float *knew, *vnew;        /* (nb, kv_dim) the chunk's keys and values before they are stored */
+    uint64_t bytes_read;       /* weight bytes multiplied since the session began */
     float *acc;                /* (nb, dim) a MiCRo layer's weighted sum of blocks */
     float *hbuf;               /* (nb, dim) a block's stream after its attention */
     float *rope_cos, *rope_sin; /* (n_ctx, head_dim / 2) */
 };
+
+/* Assignments of tokens to experts up to which a step runs all its experts
+ * as one batch of products (decoding: k per token). */
+enum { FEW_ROWS = 32 };
 
 /* ---- allocation ---------------------------------------------------------- */
 
@@ -80,6 +100,8 @@ static void *alloc3(size_t a, size_t b, size_t c, size_t elem, int *failed)
 static double rope_inv_freq(const moe_config *c, int i)
 {
     double inv = 1.0 / pow(c->rope_theta, (2.0 * i) / c->head_dim);
+    if (c->rope_freqs) /* llama.cpp's per-frequency factors: llama3 scaling precomputed */
+        inv /= c->rope_freqs[i];
     if (c->rope == ROPE_LINEAR)
         return inv / c->rope_factor;
     if (c->rope != ROPE_LLAMA3)
@@ -127,6 +149,8 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->m = m;
     s->n_ctx = n_ctx;
     s->n_batch = n_batch;
+    s->kv_type = MOE_F32;
+    s->kv_es = 4;
     size_t nb = (size_t)n_batch, dim = (size_t)c->dim;
     size_t ff = (size_t)c->ff; /* the widest MLP: dense, routed or shared */
     if ((size_t)c->moe_ff > ff)
@@ -142,7 +166,8 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->xb = alloc3(nb, dim, 1, sizeof(float), &failed);
     s->q = alloc3(nb, q_dim, 1, sizeof(float), &failed);
     s->att = alloc3(nb, q_dim, 1, sizeof(float), &failed);
-    s->scores = alloc3((size_t)n_threads, (size_t)n_ctx, 1, sizeof(float), &failed);
+    s->scores = alloc3((size_t)n_threads, (size_t)(c->n_heads / c->n_kv_heads), (size_t)n_ctx, sizeof(float),
+                       &failed);
     s->proj = alloc3(nb, dim, 1, sizeof(float), &failed);
     s->rlogits = alloc3(nb, ne, 1, sizeof(float), &failed);
     s->probs = alloc3(nb, nml, ne, sizeof(float), &failed);
@@ -155,6 +180,11 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->last_in = alloc3(slots, dim, 1, sizeof(float), &failed);
     s->last_ok = alloc3(slots, 1, 1, 1, &failed);
     s->last_out = alloc3((size_t)c->n_layers, dim, 1, sizeof(float), &failed);
+    s->probe_in = alloc3(slots, dim, 1, sizeof(float), &failed);
+    s->probe_ok = alloc3(slots, 1, 1, 1, &failed);
+    s->probe_out = alloc3((size_t)c->n_layers, dim, 1, sizeof(float), &failed);
+    s->probe_logits = alloc3((size_t)c->vocab, 1, 1, sizeof(float), &failed);
+    s->probe_kv = alloc3(slots, 2, kv_dim, s->kv_es, &failed);
     s->routes = alloc3(nml, 1, 1, sizeof(moe_route), &failed);
     s->group_n = alloc3(ne, 1, 1, sizeof(int), &failed);
     s->group_tok = alloc3(ne, nb, 1, sizeof(int), &failed);
@@ -162,9 +192,15 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->xe = alloc3(nb, dim, 1, sizeof(float), &failed);
     s->h1 = alloc3(nb, ff, 1, sizeof(float), &failed);
     s->h3 = alloc3(nb, ff, 1, sizeof(float), &failed);
+    s->xm = alloc3(FEW_ROWS, dim, 1, sizeof(float), &failed);
+    s->hm1 = alloc3(FEW_ROWS, ff, 1, sizeof(float), &failed);
+    s->hm3 = alloc3(FEW_ROWS, ff, 1, sizeof(float), &failed);
+    s->items = alloc3(2, ne, 1, sizeof(matmul_item), &failed);
     s->logits = alloc3((size_t)c->vocab, 1, 1, sizeof(float), &failed);
-    s->kcache = alloc3(slots, (size_t)n_ctx, kv_dim, sizeof(float), &failed);
-    s->vcache = alloc3(slots, (size_t)n_ctx, kv_dim, sizeof(float), &failed);
+    s->kcache = alloc3(slots, (size_t)n_ctx, kv_dim, s->kv_es, &failed);
+    s->vcache = alloc3(slots, (size_t)n_ctx, kv_dim, s->kv_es, &failed);
+    s->knew = alloc3(nb, kv_dim, 1, sizeof(float), &failed);
+    s->vnew = alloc3(nb, kv_dim, 1, sizeof(float), &failed);
     s->acc = alloc3(nb, dim, 1, sizeof(float), &failed);
     s->hbuf = alloc3(nb, dim, 1, sizeof(float), &failed);
     s->rope_cos = alloc3((size_t)n_ctx, (size_t)c->head_dim / 2, 1, sizeof(float), &failed);
@@ -174,7 +210,7 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
         return moe_fail(err, MOE_ENOMEM,
                         "out of memory for a session of %d tokens of context (KV cache %.1f MiB); "
                         "try a shorter context",
-                        n_ctx, 2.0 * c->n_layers * m->kv_slots * n_ctx * kv_dim * 4 / (1 << 20));
+                        n_ctx, 2.0 * c->n_layers * m->kv_slots * n_ctx * kv_dim * s->kv_es / (1 << 20));
     }
     size_t max_cols = dim > ff ? dim : ff;
     if (q_dim > max_cols)
@@ -207,7 +243,9 @@ void moe_session_free(moe_session *s)
                     s->probs, s->chosen, s->weights, s->n_chosen, s->routes, s->group_n,
                     s->group_tok, s->group_w, s->xe, s->h1, s->h3, s->logits, s->kcache,
                     s->vcache, s->rope_cos, s->rope_sin, s->overflow, s->load, s->history,
-                    s->last_in, s->last_out, s->last_ok, s->acc, s->hbuf};
+                    s->last_in, s->last_out, s->last_ok, s->acc, s->hbuf,
+                    s->probe_in, s->probe_ok, s->probe_out, s->probe_logits, s->probe_kv,
+                    s->knew, s->vnew, s->xm, s->hm1, s->hm3, s->items};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     free(s);
@@ -250,7 +288,21 @@ static void rope(float *v, int n_heads, int head_dim, const float *cos_t, const 
 
 static void mm(moe_session *s, const wmat *w, const float *X, int n, float *Y)
 {
+    s->bytes_read += (uint64_t)w->rows * kern_row_bytes(w->t, (size_t)w->cols);
     matmul(s->mm, w->t, w->data, (size_t)w->rows, (size_t)w->cols, X, (size_t)n, Y);
+}
+
+static matmul_item item(const wmat *w, const float *X, int n, float *Y)
+{
+    return (matmul_item){w->t, w->data, (size_t)w->rows, (size_t)w->cols, X, (size_t)n, Y};
+}
+
+/* Independent products in one dispatch of the pool (see matmul_many). */
+static void many(moe_session *s, const matmul_item *it, int n)
+{
+    for (int i = 0; i < n; i++)
+        s->bytes_read += (uint64_t)it[i].rows * kern_row_bytes(it[i].t, it[i].cols);
+    matmul_many(s->mm, it, n);
 }
 
 static void clip(float *v, int n, float m)
@@ -276,38 +328,81 @@ static void shape_qk(moe_session *s, float *v, const float *norm, int n_heads, i
     rope(v, n_heads, hd, s->rope_cos + (size_t)pos * half, s->rope_sin + (size_t)pos * half);
 }
 
-/* Keys and values of the chunk's nb tokens from `in` (nb, dim), straight
- * into KV cache slot `slot` at their positions. */
-static void project_kv(moe_session *s, const layer_weights *A, int slot, const float *in, int nb)
+/* Head `head`'s row of cache slot `slot` at position pos (K or V). */
+static unsigned char *kv_at(const moe_session *s, unsigned char *cache, int slot, int head, int pos)
 {
     const moe_config *c = &s->m->cfg;
-    int kv_dim = c->n_kv_heads * c->head_dim;
-    float *kc = s->kcache + ((size_t)slot * s->n_ctx + s->pos) * kv_dim;
-    float *vc = s->vcache + ((size_t)slot * s->n_ctx + s->pos) * kv_dim;
-    mm(s, &A->wk, in, nb, kc);
-    mm(s, &A->wv, in, nb, vc);
-    add_bias(kc, A->bk, nb, kv_dim);
-    add_bias(vc, A->bv, nb, kv_dim);
-    for (int t = 0; t < nb; t++) {
-        shape_qk(s, kc + (size_t)t * kv_dim, A->k_norm, c->n_kv_heads, s->pos + t);
-        if (c->clip_qkv > 0)
-            clip(vc + (size_t)t * kv_dim, kv_dim, (float)c->clip_qkv);
+    return cache + (((size_t)slot * c->n_kv_heads + head) * s->n_ctx + pos) * c->head_dim * s->kv_es;
+}
+
+/* nb rows of head_dim values (rows ld floats apart) into consecutive
+ * cache positions from dst, rounded to f16 for an f16 cache. */
+static void kv_store(const moe_session *s, unsigned char *dst, const float *src, size_t ld, int nb)
+{
+    size_t hd = (size_t)s->m->cfg.head_dim;
+    for (int t = 0; t < nb; t++, src += ld, dst += hd * s->kv_es) {
+        if (s->kv_type == MOE_F32) {
+            memcpy(dst, src, hd * sizeof *src);
+            continue;
+        }
+        for (size_t d = 0; d < hd; d++) {
+            uint16_t h = kern_f32_to_f16(src[d]);
+            memcpy(dst + 2 * d, &h, 2);
+        }
     }
+}
+
+/* The chunk's nb keys and values, projected into s->knew and s->vnew,
+ * finished (bias, norms, RoPE, clamp) and stored into KV cache slot `slot`
+ * at their positions. */
+static void kv_finish(moe_session *s, const layer_weights *A, int slot, int nb)
+{
+    const moe_config *c = &s->m->cfg;
+    int hd = c->head_dim, kv_dim = c->n_kv_heads * hd;
+    float *kn = s->knew, *vn = s->vnew;
+    add_bias(kn, A->bk, nb, kv_dim);
+    add_bias(vn, A->bv, nb, kv_dim);
+    for (int t = 0; t < nb; t++) {
+        shape_qk(s, kn + (size_t)t * kv_dim, A->k_norm, c->n_kv_heads, s->pos + t);
+        if (c->clip_qkv > 0)
+            clip(vn + (size_t)t * kv_dim, kv_dim, (float)c->clip_qkv);
+    }
+    for (int h = 0; h < c->n_kv_heads; h++) {
+        kv_store(s, kv_at(s, s->kcache, slot, h, s->pos), kn + (size_t)h * hd, (size_t)kv_dim, nb);
+        kv_store(s, kv_at(s, s->vcache, slot, h, s->pos), vn + (size_t)h * hd, (size_t)kv_dim, nb);
+    }
+}
+
+/* Keys and values of the chunk's nb tokens from `in` (nb, dim), into KV
+ * cache slot `slot` at their positions. */
+static void project_kv(moe_session *s, const layer_weights *A, int slot, const float *in, int nb)
+{
+    matmul_item it[2] = {item(&A->wk, in, nb, s->knew), item(&A->wv, in, nb, s->vnew)};
+    many(s, it, 2);
+    kv_finish(s, A, slot, nb);
+}
+
+/* Queries of n rows, projected into s->q, finished (bias, norms, RoPE);
+ * row i is token tok[i] of the chunk (i when tok is NULL). */
+static void q_finish(moe_session *s, const layer_weights *A, int n, const int *tok)
+{
+    const moe_config *c = &s->m->cfg;
+    int q_dim = c->n_heads * c->head_dim;
+    add_bias(s->q, A->bq, n, q_dim);
+    for (int i = 0; i < n; i++)
+        shape_qk(s, s->q + (size_t)i * q_dim, A->q_norm, c->n_heads, s->pos + (tok ? tok[i] : i));
 }
 
 /* Queries of n rows of `in`; row i is token tok[i] of the chunk (i when
  * tok is NULL). */
 static void project_q(moe_session *s, const layer_weights *A, const float *in, int n, const int *tok)
 {
-    const moe_config *c = &s->m->cfg;
-    int q_dim = c->n_heads * c->head_dim;
     mm(s, &A->wq, in, n, s->q);
-    add_bias(s->q, A->bq, n, q_dim);
-    for (int i = 0; i < n; i++)
-        shape_qk(s, s->q + (size_t)i * q_dim, A->q_norm, c->n_heads, s->pos + (tok ? tok[i] : i));
+    q_finish(s, A, n, tok);
 }
 
-/* One attention task: query row i, head h, over one KV cache slot. */
+/* One attention task: query row i, the query heads that share KV head
+ * kvh (side by side in q), over one KV cache slot. */
 typedef struct {
     moe_session *s;
     int slot;
@@ -319,31 +414,21 @@ static void attn_task(void *ctx, int task, int thread)
     const attn_job *j = ctx;
     moe_session *s = j->s;
     const moe_config *c = &s->m->cfg;
-    int nh = c->n_heads, hd = c->head_dim, i = task / nh, h = task % nh;
-    int pos = s->pos + (j->tok ? j->tok[i] : i), kvh = h / (nh / c->n_kv_heads);
-    size_t kv_dim = (size_t)c->n_kv_heads * hd, q_dim = (size_t)nh * hd;
-    const float *q = s->q + i * q_dim + (size_t)h * hd;
-    const float *kc = s->kcache + (size_t)j->slot * s->n_ctx * kv_dim + (size_t)kvh * hd;
-    const float *vc = s->vcache + (size_t)j->slot * s->n_ctx * kv_dim + (size_t)kvh * hd;
-    float *sc = s->scores + (size_t)thread * s->n_ctx;
-    float scale = 1.0f / sqrtf((float)hd), max = -INFINITY;
+    int nkv = c->n_kv_heads, hd = c->head_dim, g = c->n_heads / nkv, i = task / nkv, kvh = task % nkv;
+    int pos = s->pos + (j->tok ? j->tok[i] : i);
     /* a sliding window sees positions (pos - window, pos] */
     int first = c->sliding_window && pos >= c->sliding_window ? pos - c->sliding_window + 1 : 0;
-    for (int p = first; p <= pos; p++) {
-        sc[p] = kern_dot(q, kc + p * kv_dim, (size_t)hd) * scale;
-        if (sc[p] > max)
-            max = sc[p];
-    }
-    double sum = 0;
-    for (int p = first; p <= pos; p++) {
-        sc[p] = expf(sc[p] - max);
-        sum += sc[p];
-    }
-    float *out = s->att + i * q_dim + (size_t)h * hd;
-    memset(out, 0, (size_t)hd * sizeof *out);
-    float inv = (float)(1.0 / sum);
-    for (int p = first; p <= pos; p++)
-        kern_axpy(sc[p] * inv, vc + p * kv_dim, out, (size_t)hd);
+    size_t len = (size_t)(pos + 1 - first), q_dim = (size_t)c->n_heads * hd;
+    const float *q = s->q + i * q_dim + (size_t)kvh * g * hd;
+    float *sc = s->scores + (size_t)thread * g * s->n_ctx; /* (g, len) */
+    /* scores of the g heads: each key read once for all of them */
+    kern_matvec_n(s->kv_type, kv_at(s, s->kcache, j->slot, kvh, first), (size_t)hd, q, (size_t)g, sc, len, 0,
+                  len);
+    for (int h = 0; h < g; h++)
+        kern_softmax(sc + (size_t)h * len, len, 1.0f / sqrtf((float)hd));
+    /* the weighted sums of the values, straight into the heads' outputs */
+    kern_wsum(s->kv_type, kv_at(s, s->vcache, j->slot, kvh, first), (size_t)hd, (size_t)hd, sc, len, (size_t)g,
+              len, s->att + i * q_dim + (size_t)kvh * g * hd, (size_t)hd);
 }
 
 /* Causal softmax attention of the n queries in s->q over cache slot
@@ -352,7 +437,7 @@ static void attn_task(void *ctx, int task, int thread)
 static void attend(moe_session *s, const layer_weights *A, int slot, int n, const int *tok)
 {
     attn_job job = {s, slot, tok};
-    pool_run(s->pool, attn_task, &job, n * s->m->cfg.n_heads);
+    pool_run(s->pool, attn_task, &job, n * s->m->cfg.n_kv_heads);
     mm(s, &A->wo, s->att, n, s->proj);
     add_bias(s->proj, A->bo, n, s->m->cfg.dim);
 }
@@ -360,8 +445,11 @@ static void attend(moe_session *s, const layer_weights *A, int slot, int n, cons
 static void attention(moe_session *s, int l, int nb)
 {
     const layer_weights *L = &s->m->layers[l];
-    project_kv(s, L, l, s->xb, nb);
-    project_q(s, L, s->xb, nb, NULL);
+    matmul_item it[3] = {item(&L->wq, s->xb, nb, s->q), item(&L->wk, s->xb, nb, s->knew),
+                         item(&L->wv, s->xb, nb, s->vnew)};
+    many(s, it, 3);
+    kv_finish(s, L, l, nb);
+    q_finish(s, L, nb, NULL);
     attend(s, L, l, nb, NULL);
 }
 
@@ -436,21 +524,70 @@ static void gather_rows(float *dst, const float *src, const int *tok, int n, int
 
 /* The hidden activation of one MLP over n gathered rows of s->xe into
  * s->h1: silu(gate x) * up x, with the neuron offsets aimed at it. */
-static void mlp_hidden(moe_session *s, const mlp_weights *W, int n, int l, moe_offset_kind kind, int expert)
+/* h1 = silu(h1) * h3 over n rows of ff, then the neuron offsets aimed at
+ * this MLP. */
+static void swiglu_act(moe_session *s, float *h1, const float *h3, int n, int ff, int l, moe_offset_kind kind,
+                       int expert)
 {
-    int ff = W->gate.rows;
-    mm(s, &W->gate, s->xe, n, s->h1);
-    mm(s, &W->up, s->xe, n, s->h3);
     for (size_t i = 0; i < (size_t)n * ff; i++) {
-        float g = s->h1[i];
-        s->h1[i] = g / (1.0f + expf(-g)) * s->h3[i];
+        float g = h1[i];
+        h1[i] = g / (1.0f + expf(-g)) * h3[i];
     }
     /* steering: neuron offsets on this MLP's hidden activation */
     for (int o = 0; o < s->ctl.n_offsets; o++) {
         const moe_offset *off = &s->ctl.offsets[o];
         if (off->kind == kind && off->layer == l && (kind != MOE_OFFSET_MLP || off->expert == expert))
             for (int i = 0; i < n; i++)
-                s->h1[(size_t)i * ff + off->neuron] += off->delta;
+                h1[(size_t)i * ff + off->neuron] += off->delta;
+    }
+}
+
+static void mlp_hidden(moe_session *s, const mlp_weights *W, int n, int l, moe_offset_kind kind, int expert)
+{
+    matmul_item it[2] = {item(&W->gate, s->xe, n, s->h1), item(&W->up, s->xe, n, s->h3)};
+    many(s, it, 2);
+    swiglu_act(s, s->h1, s->h3, n, W->gate.rows, l, kind, expert);
+}
+
+/* The routed experts of a step with few assignments in all (decoding):
+ * every chosen expert's gate and up projections in one dispatch, then
+ * every down projection in one; the same products, in the same order of
+ * summation, as one expert at a time. */
+static void experts_few(moe_session *s, const layer_weights *L, int l)
+{
+    int dim = s->m->cfg.dim, n_items = 0;
+    size_t row = 0, hrow = 0; /* rows of xm and hidden values used so far */
+    for (int e = 0; e < L->n_experts; e++) {
+        int n = s->group_n[e];
+        if (!n)
+            continue;
+        const mlp_weights *W = &L->experts[e];
+        const int *tok = s->group_tok + (size_t)e * s->n_batch;
+        gather_rows(s->xm + row * dim, s->xb, tok, n, dim);
+        s->items[n_items++] = item(&W->gate, s->xm + row * dim, n, s->hm1 + hrow);
+        s->items[n_items++] = item(&W->up, s->xm + row * dim, n, s->hm3 + hrow);
+        row += (size_t)n;
+        hrow += (size_t)n * W->gate.rows;
+    }
+    many(s, s->items, n_items);
+    n_items = 0, row = 0, hrow = 0;
+    for (int e = 0; e < L->n_experts; e++) {
+        int n = s->group_n[e];
+        if (!n)
+            continue;
+        const mlp_weights *W = &L->experts[e];
+        swiglu_act(s, s->hm1 + hrow, s->hm3 + hrow, n, W->gate.rows, l, MOE_OFFSET_MLP, e);
+        s->items[n_items++] = item(&W->down, s->hm1 + hrow, n, s->xm + row * dim);
+        row += (size_t)n;
+        hrow += (size_t)n * W->gate.rows;
+    }
+    many(s, s->items, n_items);
+    row = 0;
+    for (int e = 0; e < L->n_experts; e++) {
+        const int *tok = s->group_tok + (size_t)e * s->n_batch;
+        const float *w = s->group_w + (size_t)e * s->n_batch;
+        for (int i = 0; i < s->group_n[e]; i++, row++)
+            kern_axpy(w[i], s->xm + row * dim, s->proj + (size_t)tok[i] * dim, (size_t)dim);
     }
 }
 
@@ -469,7 +606,13 @@ static void experts(moe_session *s, int l, int nb)
     int dim = s->m->cfg.dim;
     int ne = L->n_experts ? L->n_experts : 1;
     memset(s->proj, 0, (size_t)nb * dim * sizeof(float));
-    for (int e = 0; e < ne; e++) {
+    int total = 0;
+    for (int e = 0; e < ne; e++)
+        total += s->group_n[e];
+    int few = L->n_experts && total <= FEW_ROWS;
+    if (few)
+        experts_few(s, L, l);
+    for (int e = 0; e < ne && !few; e++) {
         int n = s->group_n[e];
         if (!n)
             continue;
@@ -604,6 +747,7 @@ static void forward(moe_session *s, const int32_t *ids, int nb)
 
     /* token embeddings */
     size_t row_bytes = kern_row_bytes(m->embed.t, (size_t)dim);
+    s->bytes_read += (uint64_t)nb * row_bytes;
     for (int t = 0; t < nb; t++)
         kern_to_f32(m->embed.t, (const char *)m->embed.data + (size_t)ids[t] * row_bytes,
                     s->x + (size_t)t * dim, (size_t)dim);
@@ -635,7 +779,17 @@ static void forward(moe_session *s, const int32_t *ids, int nb)
         resid_offsets(s, l, nb);
         moe_idx += L->n_experts ? 1 : 0;
     }
-    /* final norm and the vocabulary projection, last token only */
+    /* final norm and the vocabulary projection: the last token, or every
+     * token when the caller keeps them all (moe_session_eval_all) */
+    if (s->all_logits) {
+        size_t vocab = (size_t)c->vocab;
+        for (int t = 0; t < nb; t++)
+            rmsnorm(s->xb + (size_t)t * dim, s->x + (size_t)t * dim, m->final_norm, dim, eps);
+        mm(s, &m->lm_head, s->xb, nb, s->all_logits);
+        memcpy(s->logits, s->all_logits + (size_t)(nb - 1) * vocab, vocab * sizeof(float));
+        s->all_logits += (size_t)nb * vocab;
+        return;
+    }
     rmsnorm(s->xb, s->x + (size_t)(nb - 1) * dim, m->final_norm, dim, eps);
     mm(s, &m->lm_head, s->xb, 1, s->logits);
 }
@@ -664,6 +818,14 @@ moe_status moe_session_eval(moe_session *s, const int32_t *ids, int n, moe_error
     return MOE_OK;
 }
 
+moe_status moe_session_eval_all(moe_session *s, const int32_t *ids, int n, float *logits, moe_error *err)
+{
+    s->all_logits = logits;
+    moe_status st = moe_session_eval(s, ids, n, err);
+    s->all_logits = NULL;
+    return st;
+}
+
 const float *moe_session_logits(const moe_session *s)
 {
     return s->logits;
@@ -679,23 +841,66 @@ int moe_session_n_ctx(const moe_session *s)
     return s->n_ctx;
 }
 
+moe_status moe_session_set_kv_type(moe_session *s, moe_dtype t, moe_error *err)
+{
+    if (t != MOE_F32 && t != MOE_F16)
+        return moe_fail(err, MOE_EINVAL, "KV cache type %s is not supported (f32 or f16)",
+                        (unsigned)t < MOE_DTYPE_COUNT ? moe_dtype_name(t) : "unknown");
+    if (s->pos)
+        return moe_fail(err, MOE_EINVAL, "the KV cache type can change only before the first token (%d held)",
+                        s->pos);
+    if (t == s->kv_type)
+        return MOE_OK;
+    const moe_config *c = &s->m->cfg;
+    size_t slots = (size_t)c->n_layers * s->m->kv_slots, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    size_t es = t == MOE_F16 ? 2 : 4;
+    int failed = 0;
+    unsigned char *k = alloc3(slots, (size_t)s->n_ctx, kv_dim, es, &failed);
+    unsigned char *v = alloc3(slots, (size_t)s->n_ctx, kv_dim, es, &failed);
+    void *probe = alloc3(slots, 2, kv_dim, es, &failed);
+    if (failed) {
+        free(k), free(v), free(probe);
+        return moe_fail(err, MOE_ENOMEM, "out of memory for a %s KV cache of %d tokens", moe_dtype_name(t),
+                        s->n_ctx);
+    }
+    free(s->kcache), free(s->vcache), free(s->probe_kv);
+    s->kcache = k, s->vcache = v, s->probe_kv = probe;
+    s->kv_type = t;
+    s->kv_es = es;
+    return MOE_OK;
+}
+
+moe_dtype moe_session_kv_type(const moe_session *s)
+{
+    return s->kv_type;
+}
+
+uint64_t moe_session_weight_bytes(const moe_session *s)
+{
+    return s->bytes_read;
+}
+
+size_t moe_session_kv_bytes(const moe_session *s)
+{
+    const moe_config *c = &s->m->cfg;
+    return 2 * (size_t)c->n_layers * s->m->kv_slots * s->n_ctx * c->n_kv_heads * c->head_dim * s->kv_es;
+}
+
 int moe_session_n_threads(const moe_session *s)
 {
     return pool_size(s->pool);
 }
 
-int moe_session_activations(moe_session *s, int layer, moe_offset_kind kind, int expert, float *out, int cap,
+/* Read one activation of the latest evaluated token (see the header). */
+static int read_activations(moe_session *s, int layer, moe_offset_kind kind, int expert, float *out, int cap,
                             moe_error *err)
 {
     const moe_model *m = s->m;
     int dim = m->cfg.dim;
-    if (!s->pos)
-        return moe_fail(err, MOE_EINVAL, "no token evaluated yet"), -1;
-    if (layer < 0 || layer >= m->cfg.n_layers)
-        return moe_fail(err, MOE_EINVAL, "layer %d is out of range (0 to %d)", layer, m->cfg.n_layers - 1), -1;
     const layer_weights *L = &m->layers[layer];
     if (kind == MOE_OFFSET_RESID) {
-        memcpy(out, s->last_out + (size_t)layer * dim, (size_t)(cap < dim ? cap : dim) * sizeof(float));
+        if (cap > 0)
+            memcpy(out, s->last_out + (size_t)layer * dim, (size_t)(cap < dim ? cap : dim) * sizeof(float));
         return dim;
     }
     const mlp_weights *W;
@@ -708,8 +913,7 @@ int moe_session_activations(moe_session *s, int layer, moe_offset_kind kind, int
         if (expert < 0 || expert >= L->n_experts)
             return moe_fail(err, MOE_EINVAL, "expert %d does not exist in layer %d", expert, layer), -1;
         if (!s->last_ok[layer * m->kv_slots + expert])
-            return moe_fail(err, MOE_EINVAL, "expert %d of layer %d did not run for the latest token", expert,
-                            layer),
+            return moe_fail(err, MOE_EINVAL, "expert %d of layer %d did not run for this token", expert, layer),
                    -1;
         W = &L->blocks[expert].dense;
         slot = layer * m->kv_slots + expert;
@@ -724,8 +928,68 @@ int moe_session_activations(moe_session *s, int layer, moe_offset_kind kind, int
     memcpy(s->xe, s->last_in + (size_t)slot * dim, (size_t)dim * sizeof(float));
     mlp_hidden(s, W, 1, layer, kind, L->n_experts ? expert : 0);
     int ff = W->gate.rows;
-    memcpy(out, s->h1, (size_t)(cap < ff ? cap : ff) * sizeof(float));
+    if (cap > 0)
+        memcpy(out, s->h1, (size_t)(cap < ff ? cap : ff) * sizeof(float));
     return ff;
+}
+
+/* Copy (save != 0) or put back what evaluating one token overwrites beyond
+ * its own position: the latest token's activations, the logits, and the
+ * cache row at `pos` of every block. */
+static void probe_state(moe_session *s, int pos, int save)
+{
+    const moe_model *m = s->m;
+    const moe_config *c = &m->cfg;
+    size_t dim = (size_t)c->dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    size_t slots = (size_t)c->n_layers * m->kv_slots;
+    struct { void *live, *keep; size_t bytes; } part[] = {
+        {s->last_in, s->probe_in, slots * dim * sizeof *s->last_in},
+        {s->last_ok, s->probe_ok, slots * sizeof *s->last_ok},
+        {s->last_out, s->probe_out, (size_t)c->n_layers * dim * sizeof *s->last_out},
+        {s->logits, s->probe_logits, (size_t)c->vocab * sizeof *s->logits},
+    };
+    for (size_t i = 0; i < sizeof part / sizeof *part; i++)
+        memcpy(save ? part[i].keep : part[i].live, save ? part[i].live : part[i].keep, part[i].bytes);
+    size_t row = (size_t)c->head_dim * s->kv_es; /* one head's */
+    for (size_t slot = 0; slot < slots; slot++)
+        for (int h = 0; h < c->n_kv_heads; h++) {
+            unsigned char *k = kv_at(s, s->kcache, (int)slot, h, pos), *v = kv_at(s, s->vcache, (int)slot, h, pos);
+            unsigned char *kk =
+                (unsigned char *)s->probe_kv + (2 * slot * kv_dim + (size_t)h * c->head_dim) * s->kv_es;
+            unsigned char *vk = kk + kv_dim * s->kv_es;
+            memcpy(save ? kk : k, save ? k : kk, row);
+            memcpy(save ? vk : v, save ? v : vk, row);
+        }
+}
+
+int moe_session_activations_at(moe_session *s, int pos, int layer, moe_offset_kind kind, int expert, float *out,
+                               int cap, moe_error *err)
+{
+    const moe_model *m = s->m;
+    if (!s->pos)
+        return moe_fail(err, MOE_EINVAL, "no token evaluated yet"), -1;
+    if (pos < 0 || pos >= s->pos)
+        return moe_fail(err, MOE_EINVAL, "position %d is not in the session (0 to %d)", pos, s->pos - 1), -1;
+    if (layer < 0 || layer >= m->cfg.n_layers)
+        return moe_fail(err, MOE_EINVAL, "layer %d is out of range (0 to %d)", layer, m->cfg.n_layers - 1), -1;
+    if (pos == s->pos - 1)
+        return read_activations(s, layer, kind, expert, out, cap, err);
+    /* Evaluate the token at pos again, over the cache before it, then put
+     * back everything that touched: the session is as it was. */
+    probe_state(s, pos, 1);
+    int end = s->pos;
+    s->pos = pos;
+    forward(s, s->history + pos, 1);
+    s->pos = end;
+    int n = read_activations(s, layer, kind, expert, out, cap, err);
+    probe_state(s, pos, 0);
+    return n;
+}
+
+int moe_session_activations(moe_session *s, int layer, moe_offset_kind kind, int expert, float *out, int cap,
+                            moe_error *err)
+{
+    return moe_session_activations_at(s, s->pos - 1, layer, kind, expert, out, cap, err);
 }
 
 moe_status moe_session_reprefill(moe_session *s, moe_error *err)

@@ -8,14 +8,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <utf8proc.h>
 
 #include "config.h"
 #include "error.h"
+#include "gguf_vocab.h"
 #include "tokenizer.h"
-
-#define GPT2_PATTERN \
-    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 
 /* ---- small helpers ---------------------------------------------------- */
 
@@ -55,7 +54,7 @@ static int jbool(const cJSON *o, const char *k, int dflt)
 static int bl_char[256];    /* byte -> code point */
 static int bl_byte[324];    /* code point -> byte, -1 */
 
-static void bl_tables(void)
+static void bl_tables_fill(void)
 {
     int n = 0;
     for (int c = 0; c < 324; c++)
@@ -67,9 +66,18 @@ static void bl_tables(void)
     }
 }
 
+void tokenizer_tables(void)
+{
+    static int ready;
+    if (!ready) { /* idempotent: racing threads write the same values */
+        bl_tables_fill();
+        ready = 1;
+    }
+}
+
 /* Byte-level characters to raw bytes; out holds at least n bytes. Returns
  * the length, or -1 when s holds a character outside the table. */
-static long bl_to_raw(const char *s, size_t n, char *out)
+long tokenizer_bl_to_raw(const char *s, size_t n, char *out)
 {
     size_t k = 0;
     for (size_t i = 0; i < n;) {
@@ -91,7 +99,7 @@ static size_t u8len(const char *s, size_t n)
     return l > 0 ? (size_t)l : 1;
 }
 
-static pcre2_code *re_compile(const char *pat, int literal, const char *path, moe_error *err)
+pcre2_code *tokenizer_re_compile(const char *pat, int literal, const char *path, moe_error *err)
 {
     int ec;
     PCRE2_SIZE eo;
@@ -114,9 +122,9 @@ static pcre2_code *pattern(const cJSON *o, const char *path, moe_error *err)
     const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "pattern");
     const char *s;
     if ((s = jstr(p, "String")))
-        return re_compile(s, 1, path, err);
+        return tokenizer_re_compile(s, 1, path, err);
     if ((s = jstr(p, "Regex")))
-        return re_compile(s, 0, path, err);
+        return tokenizer_re_compile(s, 0, path, err);
     moe_fail(err, MOE_EFORMAT, "%s: a %s step has no String or Regex pattern", path, jstr(o, "type"));
     return NULL;
 }
@@ -211,7 +219,7 @@ static int read_pre(const cJSON *o, step *s, const char *path, moe_error *err)
     if (strcmp(t, "ByteLevel") == 0) {
         s->kind = PRE_BYTELEVEL;
         s->prefix_space = jbool(o, "add_prefix_space", 0);
-        if (jbool(o, "use_regex", 1) && !(s->re = re_compile(GPT2_PATTERN, 0, path, err)))
+        if (jbool(o, "use_regex", 1) && !(s->re = tokenizer_re_compile(TOKENIZER_GPT2_PATTERN, 0, path, err)))
             return -1;
         return 0;
     }
@@ -655,12 +663,51 @@ static int added_cmp(const void *a, const void *b)
     return x->id - y->id;
 }
 
+int tokenizer_index_added(moe_tokenizer *t)
+{
+    qsort(t->added, (size_t)t->n_added, sizeof *t->added, added_cmp);
+    for (int i = 0; i < t->n_added; i++)
+        t->added_first[(unsigned char)t->added[i].s.s[0]] = 1;
+    t->added_of = malloc((size_t)(t->n_ids ? t->n_ids : 1) * sizeof *t->added_of);
+    if (!t->added_of)
+        return -1;
+    for (int i = 0; i < t->n_ids; i++)
+        t->added_of[i] = -1;
+    for (int i = 0; i < t->n_added; i++)
+        t->added_of[t->added[i].id] = i;
+    return 0;
+}
+
+int tokenizer_show_pieces(moe_tokenizer *t)
+{
+    if (t->byte_level)
+        return 0;
+    /* SentencePiece pieces as text: what the decoders make of each alone */
+    pcre2_match_data *md = pcre2_match_data_create(16, NULL);
+    if (!md || !(t->shown = calloc((size_t)t->n_ids, sizeof *t->shown))) {
+        pcre2_match_data_free(md);
+        return -1;
+    }
+    for (int i = 0; i < t->n_ids; i++) {
+        if (t->v.len[i] < 0 || t->added_of[i] >= 0)
+            continue;
+        str s;
+        if (str_set(&s, t->v.pool + t->v.off[i], (size_t)t->v.len[i]) ||
+            (t->shown[i] = s, tokenizer_decode_chain(t, md, &t->shown[i], 1, 1) < 0)) {
+            pcre2_match_data_free(md);
+            return -1;
+        }
+    }
+    pcre2_match_data_free(md);
+    return 0;
+}
+
 /* A piece as the file spells it, converted to raw bytes when byte-level.
  * tmp holds at least strlen(s) bytes. */
 static size_t raw_piece(const moe_tokenizer *t, const char *s, char *tmp, const char **out)
 {
     size_t n = strlen(s);
-    long r = t->byte_level ? bl_to_raw(s, n, tmp) : -1;
+    long r = t->byte_level ? tokenizer_bl_to_raw(s, n, tmp) : -1;
     *out = r >= 0 ? tmp : s;
     return r >= 0 ? (size_t)r : n;
 }
@@ -794,9 +841,6 @@ static int read_added(moe_tokenizer *t, const cJSON *list, const char *path, moe
         if (str_set(&a->s, c, strlen(c)))
             return moe_fail(err, MOE_ENOMEM, "%s: out of memory", path), -1;
     }
-    qsort(t->added, (size_t)t->n_added, sizeof *t->added, added_cmp);
-    for (int i = 0; i < t->n_added; i++)
-        t->added_first[(unsigned char)t->added[i].s.s[0]] = 1;
     return 0;
 }
 
@@ -858,6 +902,8 @@ static int has_step(const step *s, int n, int kind)
 moe_status moe_tokenizer_open(const char *path, moe_tokenizer **out, moe_error *err)
 {
     *out = NULL;
+    if (gguf_vocab_is_gguf(path))
+        return gguf_vocab_open(path, out, err);
     char json[4096], cfgpath[4096];
     struct stat sb;
     if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
@@ -868,11 +914,7 @@ moe_status moe_tokenizer_open(const char *path, moe_tokenizer **out, moe_error *
         const char *slash = strrchr(path, '/');
         snprintf(cfgpath, sizeof cfgpath, "%.*stokenizer_config.json", slash ? (int)(slash - path + 1) : 0, path);
     }
-    static int tables_ready;
-    if (!tables_ready) { /* idempotent: racing threads write the same values */
-        bl_tables();
-        tables_ready = 1;
-    }
+    tokenizer_tables();
     cJSON *root = NULL, *cfg = NULL;
     moe_status st = json_read_file(json, (size_t)512 << 20, &root, err);
     if (st)
@@ -907,13 +949,8 @@ moe_status moe_tokenizer_open(const char *path, moe_tokenizer **out, moe_error *
         read_added(t, added, json, err) ||
         read_post(t, cJSON_GetObjectItemCaseSensitive(root, "post_processor"), json, err))
         goto fail_code;
-    t->added_of = malloc((size_t)t->n_ids * sizeof *t->added_of);
-    if (!t->added_of)
+    if (tokenizer_index_added(t))
         goto fail_nomem;
-    for (int i = 0; i < t->n_ids; i++)
-        t->added_of[i] = -1;
-    for (int i = 0; i < t->n_added; i++)
-        t->added_of[t->added[i].id] = i;
     t->bos = token_id(t, config_token(cfg, "bos_token"));
     t->eos = token_id(t, config_token(cfg, "eos_token"));
     if (!cJSON_GetObjectItemCaseSensitive(root, "post_processor") ||
@@ -928,25 +965,8 @@ moe_status moe_tokenizer_open(const char *path, moe_tokenizer **out, moe_error *
         if (t->suffix)
             t->suffix[t->n_suffix++] = t->eos;
     }
-    if (!t->byte_level) {
-        /* SentencePiece pieces as text: what the decoders make of each alone */
-        pcre2_match_data *md = pcre2_match_data_create(16, NULL);
-        if (!md || !(t->shown = calloc((size_t)t->n_ids, sizeof *t->shown))) {
-            pcre2_match_data_free(md);
-            goto fail_nomem;
-        }
-        for (int i = 0; i < t->n_ids; i++) {
-            if (t->v.len[i] < 0 || t->added_of[i] >= 0)
-                continue;
-            str s;
-            if (str_set(&s, t->v.pool + t->v.off[i], (size_t)t->v.len[i]) ||
-                (t->shown[i] = s, tokenizer_decode_chain(t, md, &t->shown[i], 1, 1) < 0)) {
-                pcre2_match_data_free(md);
-                goto fail_nomem;
-            }
-        }
-        pcre2_match_data_free(md);
-    }
+    if (tokenizer_show_pieces(t))
+        goto fail_nomem;
     cJSON_Delete(root);
     cJSON_Delete(cfg);
     *out = t;
@@ -963,6 +983,21 @@ fail:
     cJSON_Delete(cfg);
     moe_tokenizer_free(t);
     return st;
+}
+
+int moe_tokenizer_present(const char *path)
+{
+    struct stat sb;
+    char json[4096];
+    if (stat(path, &sb) != 0)
+        return 0;
+    if (S_ISDIR(sb.st_mode)) {
+        snprintf(json, sizeof json, "%s/tokenizer.json", path);
+        return access(json, R_OK) == 0;
+    }
+    if (gguf_vocab_is_gguf(path))
+        return gguf_vocab_present(path);
+    return S_ISREG(sb.st_mode) && access(path, R_OK) == 0;
 }
 
 /* ---- accessors ----------------------------------------------------------- */

@@ -1,5 +1,6 @@
-/* The tokenizer's insides, shared by tokenizer.c (loading, encoding) and
- * detokenizer.c (decoding, streaming). Nothing outside those two uses it. */
+/* The tokenizer's insides, shared by tokenizer.c (loading tokenizer.json,
+ * encoding), gguf_vocab.c (loading a GGUF file's tokenizer.ggml.*) and
+ * detokenizer.c (decoding, streaming). Nothing outside those uses it. */
 #ifndef MOE_TOKENIZER_H
 #define MOE_TOKENIZER_H
 
@@ -11,6 +12,10 @@
 
 #include "bpe.h"
 #include "moescope/moescope.h"
+
+/* GPT-2's pre-tokenizer regex (HF's ByteLevel pre-tokenizer with use_regex). */
+#define TOKENIZER_GPT2_PATTERN \
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+"
 
 typedef struct {
     char *s;
@@ -103,5 +108,25 @@ int tokenizer_replace(const pcre2_code *re, pcre2_match_data *md, const char *s,
  * a text: no Fuse, no Strip, no dropped first space. Returns the new
  * count, or -1 when out of memory. */
 int tokenizer_decode_chain(const moe_tokenizer *t, pcre2_match_data *md, str *toks, int n, int upto_fuse);
+
+/* ---- shared by the two loaders: tokenizer.c (tokenizer.json) and
+ * gguf_vocab.c (a GGUF file's tokenizer.ggml.* metadata) ---- */
+
+/* Compile pat (a literal string when `literal`) as the tokenizer's regexes
+ * are compiled: UTF, Unicode properties, JIT where available. NULL with
+ * err naming path when it does not compile. */
+pcre2_code *tokenizer_re_compile(const char *pat, int literal, const char *path, moe_error *err);
+/* Fill GPT-2's byte <-> character tables (idempotent). */
+void tokenizer_tables(void);
+/* Byte-level characters to raw bytes; out holds at least n bytes. Returns
+ * the length, or -1 when s holds a character outside the table. Needs
+ * tokenizer_tables. */
+long tokenizer_bl_to_raw(const char *s, size_t n, char *out);
+/* Sort t->added (longest first) and index it: added_first, added_of.
+ * Every added id must be below n_ids. 0, or -1 when out of memory. */
+int tokenizer_index_added(moe_tokenizer *t);
+/* For SentencePiece-style vocabularies, each piece as the decoders show
+ * it alone (t->shown); nothing for byte-level ones. 0, or -1 on ENOMEM. */
+int tokenizer_show_pieces(moe_tokenizer *t);
 
 #endif

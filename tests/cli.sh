@@ -9,6 +9,8 @@ ms="$bld/moescope"
 gt="$bld/tests/golden_tool"
 fix="$src/tests/fixtures"
 tmp=$(mktemp -d)
+# no settings file of the user's: the runs below read $tmp/config only where a test puts one
+export XDG_CONFIG_HOME="$tmp/config"
 trap 'rm -rf "$tmp"' EXIT
 
 # Greedy continuations through the real binary (which picks OpenBLAS's
@@ -93,6 +95,29 @@ tap_ok "$(grep -q "$(printf '\033')" "$tmp/col" && echo 1 || echo 0)" "piped out
 "$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4 -n 4 --temp 0 --colour-by 2 --colour always >/dev/null 2>&1
 tap_ok $? "--colour-by LAYER is accepted"
 
+# The settings file's palette and colour apply to run unless flags say otherwise.
+mkdir -p "$tmp/config/moescope"
+printf 'palette = classic\ncolour = 2\nbogus = 1\n' >"$tmp/config/moescope/config"
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4 -n 8 --temp 0 --colour always >"$tmp/col_cfg" 2>"$tmp/err"
+cols=$(grep -o '38;5;[0-9]*m' "$tmp/col_cfg" | sort -u | tr -d 'm' | cut -d';' -f3 | tr '\n' ' ')
+bad=0
+for c in $cols; do case " 196 46 33 226 201 51 208 129 118 39 218 252 " in *" $c "*) ;; *) bad=1 ;; esac; done
+tap_ok "$([ -n "$cols" ] && [ $bad = 0 ] && echo 0 || echo 1)" "settings: palette = classic colours run's tokens from the classic palette ($cols)"
+grep -q "warning: config line 3: unknown key 'bogus' (in $tmp/config/moescope/config)" "$tmp/err"
+tap_ok $? "settings: run warns about a bad line, naming the file, and goes on"
+rm -rf "$tmp/config"
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4 -n 8 --temp 0 --colour always --colour-by 2 --palette classic >"$tmp/col_flags" 2>/dev/null
+cmp -s "$tmp/col_cfg" "$tmp/col_flags"
+tap_ok $? "settings: colour = 2 and palette = classic give the same output as --colour-by 2 --palette classic"
+mkdir -p "$tmp/config/moescope"
+printf 'palette = classic\n' >"$tmp/config/moescope/config"
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 3,4 -n 8 --temp 0 --colour always --palette okabe-ito >"$tmp/col" 2>/dev/null
+cols=$(grep -o '38;5;[0-9]*m' "$tmp/col" | sort -u | tr -d 'm' | cut -d';' -f3 | tr '\n' ' ')
+bad=0
+for c in $cols; do case " 214 75 36 227 32 166 175 250 203 114 141 180 " in *" $c "*) ;; *) bad=1 ;; esac; done
+tap_ok "$([ -n "$cols" ] && [ $bad = 0 ] && echo 0 || echo 1)" "settings: --palette okabe-ito wins over the file's palette ($cols)"
+rm -rf "$tmp/config"
+
 check_err() { # STATUS PATTERN DESCRIPTION -- ARGS...
     want_rc=$1 pat=$2 desc=$3
     shift 4
@@ -172,6 +197,15 @@ echo "$p0,17" >"$tmp/ppl.ids"
 got=$("$ms" perplexity "$fix/models/mixtral-tiny" "$tmp/ppl.ids" --ids --k 2 --json 2>/dev/null | tr -d ' \t\n' | grep -o '"nll":[-0-9.e]*' | head -n 1 | cut -d: -f2)
 tap_ok "$(awk -v a="$got" -v b="$want" 'BEGIN {d = a - b; exit !(a != "" && d < 1e-3 && d > -1e-3)}' && echo 0 || echo 1)" \
     "perplexity: the nll of one token equals -log softmax of the reference's logits ($got vs $want)"
+# --lines: each line a document from a fresh context, so two copies of the
+# one-token case score exactly as one does (as one text they would not)
+printf '%s,17\n\n%s,17\n' "$p0" "$p0" >"$tmp/ppl2.ids"
+"$ms" perplexity "$fix/models/mixtral-tiny" "$tmp/ppl2.ids" --ids --lines --k 2 --json >"$tmp/ppl2.json" 2>"$tmp/err"
+got2=$(jq -r '.files[0] | "\(.documents) \(.scored) \(.nll)"' "$tmp/ppl2.json" 2>/dev/null)
+tap_ok "$(echo "$got2" | awk -v b="$want" '{d = $3 - b; exit !($1 == 2 && $2 == 2 && d < 1e-3 && d > -1e-3)}' && echo 0 || echo 1)" \
+    "perplexity --lines: two one-line documents, 2 tokens scored, each as the reference says (documents, scored, nll: $got2; want nll $want)"
+one=$("$ms" perplexity "$fix/models/mixtral-tiny" "$tmp/ppl2.ids" --ids --k 2 --json 2>/dev/null | jq -r '.files[0].scored')
+tap_ok "$([ "$one" = 3 ] && echo 0 || echo 1)" "perplexity without --lines: the file is one text (3 tokens scored: $one)"
 "$ms" perplexity "$fix/models/mixtral-tiny" "$tmp/ppl.ids" "$tmp/ppl.ids" --ids >"$tmp/ppl.txt" 2>&1
 tap_ok "$(grep -q '^(all files) *2 ' "$tmp/ppl.txt" && echo 0 || echo 1)" "perplexity: a table per file and for all files"
 a=$("$ms" perplexity "$m" "$tmp/text.txt" --json 2>/dev/null | tr -d ' \t\n' | grep -o '"perplexity":[0-9.e+]*' | tail -n 1)
@@ -201,11 +235,22 @@ tap_ok "$(grep -q 'architecture *mixtral' "$tmp/insp" && grep -q 'experts per to
     "inspect names the architecture, experts, k and weight type"
 "$ms" inspect "$fix/models/mixtral-tiny-bf16" >"$tmp/insp2" 2>&1
 tap_ok "$(grep -q 'weight type *BF16' "$tmp/insp2" && echo 0 || echo 1)" "inspect reports BF16 weights"
+"$ms" inspect "$fix/gguf/mixtral-k-tiny-q4_k_m.gguf" >"$tmp/insp3" 2>&1
+tap_ok "$(grep -q 'weight type *Q4_K$' "$tmp/insp3" && grep -q 'weight type mix .*Q8_0 .*%, Q4_K .*%, Q5_K .*%, Q6_K .*%' "$tmp/insp3" && echo 0 || echo 1)" \
+    "inspect reports a Q4_K_M file's type mix ($(grep 'type mix' "$tmp/insp3" | tr -s ' '))"
 
 # bench prints llama-bench's table and the BLAS core
 "$ms" bench "$fix/models/mixtral-tiny" -p 16 -n 8 -r 3 -t 2 >"$tmp/bench" 2>&1
 tap_ok "$(grep -q '| *pp16 *|' "$tmp/bench" && grep -q '| *tg8 *|' "$tmp/bench" && grep -q 'BLAS core' "$tmp/bench" && echo 0 || echo 1)" \
     "bench prints pp16 and tg8 rows and the BLAS core"
+# bench at a depth, with an f16 cache and the trace compared
+"$ms" bench "$fix/models/mixtral-tiny" -p 0 -n 8 -d 24 -r 2 -t 2 --kv-type f16 --trace >"$tmp/bench3" 2>&1
+tap_ok "$(grep -q '| *tg8 @ d24 *|' "$tmp/bench3" && grep -q '| *tg8 @ d24 +trace *|' "$tmp/bench3" &&
+    grep -q 'KV cache F16' "$tmp/bench3" && grep -q '^tg8 @ d24: with the routing trace recorded into a transcript, [0-9.]*% of the speed' "$tmp/bench3" &&
+    grep -q 'MB of weights read per token' "$tmp/bench3" && grep -q '^resident during tg8 @ d24: .*: within' "$tmp/bench3" &&
+    echo 0 || echo 1)" "bench -d 24 --kv-type f16 --trace: rows at depth with and without the trace, bytes per token, memory"
+"$ms" bench "$fix/models/mixtral-tiny" --kv-type q4 >"$tmp/bench4" 2>&1 && st=0 || st=$?
+tap_ok "$([ "$st" = 2 ] && grep -q 'kv-type takes f32 or f16' "$tmp/bench4" && echo 0 || echo 1)" "bench refuses an unknown KV cache type"
 if grep -q avx512f /proc/cpuinfo && grep -q avx512bw /proc/cpuinfo; then
     tap_ok "$(grep -q 'BLAS core: SkylakeX' "$tmp/bench" && echo 0 || echo 1)" "on an AVX-512 CPU OpenBLAS runs its SkylakeX kernels without the user setting anything"
     OPENBLAS_CORETYPE=Haswell "$ms" bench "$fix/models/mixtral-tiny" -p 8 -n 0 -r 1 >"$tmp/bench2" 2>&1

@@ -111,6 +111,57 @@ fresh; printf 'not a model' >"$tmp/m/model.bin"
 rc=$?
 tap_ok "$([ "$rc" = 1 ] && grep -q 'model.bin' "$tmp/err" && echo 0 || echo 1)" "a plain file is refused by name (exit $rc: $(cat "$tmp/err"))"
 
+# GGUF files broken one way each by tests/gguf_edit.py (a file that fails
+# the format's own rules is test_gguf.c's business; these pass the reader
+# and fail where the model is put together).
+gguf="$src/tests/fixtures/gguf/mixtral-tiny-f32.gguf"
+# expect_gguf EDIT-ARGS -- PATTERN... DESCRIPTION: as expect, on $tmp/g.gguf
+# written from $gguf (or $base) with one edit.
+expect_gguf() {
+    edit=""
+    while [ "$1" != "--" ]; do edit="$edit $1"; shift; done
+    shift
+    desc=$1
+    shift
+    if ! command -v python3 >/dev/null 2>&1; then
+        tap_skip "$desc: python3 is missing, so tests/gguf_edit.py cannot break the file"
+        return
+    fi
+    # shellcheck disable=SC2086
+    python3 "$src/tests/gguf_edit.py" "${base:-$gguf}" "$tmp/g.gguf" $edit || { tap_ok 1 "$desc: gguf_edit.py$edit"; return; }
+    "$ms" inspect "$tmp/g.gguf" >"$tmp/out" 2>"$tmp/err"
+    rc=$?
+    okay=0
+    [ "$rc" = 1 ] || okay=1
+    for p in g.gguf "$@"; do
+        grep -q -- "$p" "$tmp/err" || okay=1
+    done
+    [ "$(wc -l <"$tmp/err")" = 1 ] || okay=1
+    tap_ok "$okay" "$desc (exit $rc: $(head -c 240 "$tmp/err"))"
+}
+if command -v python3 >/dev/null 2>&1; then
+    python3 "$src/tests/gguf_edit.py" "$gguf" "$tmp/g.gguf" set-str general.name same
+    tap_ok "$("$ms" inspect "$tmp/g.gguf" >/dev/null 2>&1 && echo 0 || echo 1)" "a GGUF copy rewritten by gguf_edit.py, unchanged, loads"
+else
+    tap_skip "python3 is missing: tests/gguf_edit.py cannot rewrite GGUF files"
+fi
+expect_gguf drop-tensor blk.1.attn_k.weight -- "GGUF: a missing tensor is named" "'blk.1.attn_k.weight' is missing"
+expect_gguf shape blk.0.attn_v.weight 64,16 -- "GGUF: a tensor of the wrong shape is named with both shapes" \
+    "'blk.0.attn_v.weight'" "\[64, 16, 1, 1\]" "\[64, 32, 1\]"
+expect_gguf set-str general.architecture gptfoo -- "GGUF: an unknown architecture is named with the supported list" \
+    "architecture 'gptfoo' is not supported" "qwen3moe"
+expect_gguf set-u32 llama.expert_count 9 -- "GGUF: an expert count that disagrees with the router and expert tensors" \
+    "'blk.0.ffn_gate_inp.weight'" "\[64, 9, 1\]"
+expect_gguf set-u32 llama.expert_used_count 12 -- "GGUF: more experts per token than experts" \
+    "llama.expert_used_count 12"
+expect_gguf tokens 7 -- "GGUF: a vocabulary of another size than the embedding names both numbers" \
+    "tokenizer.ggml.tokens has 7 tokens" "320 rows"
+base="$src/tests/fixtures/gguf/llama3-tiny-f32.gguf"
+expect_gguf shape rope_freqs.weight 4 -- "GGUF: per-frequency RoPE factors of the wrong length" \
+    "'rope_freqs.weight'" "\[4, 1, 1, 1\]" "\[8\]"
+expect_gguf fill-f32 rope_freqs.weight 0 -- "GGUF: a RoPE factor of zero" "rope_freqs.weight\[0\] is 0"
+base=""
+
 # A Hugging Face id resolves through the cache layout, refs/main first.
 hub="$tmp/hub"
 mkdir -p "$hub/models--acme--tiny/snapshots/aaaa" "$hub/models--acme--tiny/snapshots/bbbb" "$hub/models--acme--tiny/refs"

@@ -429,6 +429,84 @@ static void activations(void)
     moe_model_close(m);
 }
 
+/* Activations of an earlier token: the same as a session that stopped at
+ * that token, and the session is untouched (its logits, its latest token's
+ * activations and what it generates next). On a Mixtral and a MiCRo model,
+ * whose blocks have caches of their own. */
+static void activations_at(const char *name, int layer, int expert)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/%s", test_srcdir(), name);
+    moe_model *m;
+    moe_error err = {0};
+    if (moe_model_open(dir, &m, &err)) {
+        ok(0, "%s: %s", name, err.msg);
+        return;
+    }
+    const moe_model_info *in = moe_model_info_get(m);
+    int cap = in->ff > in->dense_ff ? in->ff : in->dense_ff;
+    cap = cap > in->dim ? cap : in->dim;
+    moe_session *s, *p, *q;
+    moe_session_params sp = {32, 1, 0};
+    moe_session_new(m, &sp, &s, &err);
+    moe_session_new(m, &sp, &p, &err);
+    moe_session_new(m, &sp, &q, &err);
+    int32_t ids[6] = {7, 8, 9, 3, 12, 5};
+    moe_session_eval(s, ids, 5, &err);
+    moe_session_eval(q, ids, 5, &err);
+    moe_session_eval(p, ids, 3, &err); /* stops at position 2 */
+    if (expert < 0) /* MiCRo runs only the chosen block: take the one that ran at position 2 */
+        for (int e = 0; e < in->n_experts && expert < 0; e++)
+            if (moe_session_activations(p, layer, MOE_OFFSET_MLP, e, NULL, 0, &err) > 0)
+                expert = e;
+    int vocab = in->vocab;
+    float *want = calloc((size_t)cap, sizeof *want), *got = calloc((size_t)cap, sizeof *got);
+    float *again = calloc((size_t)cap, sizeof *again);
+    float *logits = malloc((size_t)vocab * sizeof *logits);
+    memcpy(logits, moe_session_logits(s), (size_t)vocab * sizeof *logits);
+    /* the latest token's activations of every expert (MiCRo: only the blocks that ran) */
+    int ne = in->n_experts, same = 1;
+    float *latest_all = calloc((size_t)ne * cap, sizeof *latest_all);
+    int *nl = calloc((size_t)ne, sizeof *nl);
+    for (int e = 0; e < ne; e++)
+        nl[e] = moe_session_activations(s, layer, MOE_OFFSET_MLP, e, latest_all + (size_t)e * cap, cap, &err);
+    static const moe_offset_kind kinds[] = {MOE_OFFSET_MLP, MOE_OFFSET_RESID};
+    for (int k = 0; k < 2; k++) {
+        int nw = moe_session_activations(p, layer, kinds[k], expert, want, cap, &err);
+        int ng = moe_session_activations_at(s, 2, layer, kinds[k], expert, got, cap, &err);
+        ok(nw > 0 && ng == nw && test_max_abs_diff(want, got, (size_t)nw) < 1e-5,
+           "%s: %s of L%d at position 2 of 5 equal a session that stopped there (%d values, max diff %g)", name,
+           kinds[k] == MOE_OFFSET_MLP ? "MLP activations" : "residual", layer, ng,
+           ng == nw && nw > 0 ? test_max_abs_diff(want, got, (size_t)nw) : -1.0);
+    }
+    ok(memcmp(logits, moe_session_logits(s), (size_t)vocab * sizeof *logits) == 0,
+       "%s: the session's logits are unchanged", name);
+    for (int e = 0; e < ne; e++) {
+        int n = moe_session_activations(s, layer, MOE_OFFSET_MLP, e, again, cap, &err);
+        same &= n == nl[e] && (n < 0 || memcmp(latest_all + (size_t)e * cap, again, (size_t)n * sizeof *again) == 0);
+    }
+    ok(same, "%s: the latest token's activations are unchanged (every expert of L%d)", name, layer);
+    moe_session_eval(s, ids + 5, 1, &err);
+    moe_session_eval(q, ids + 5, 1, &err);
+    ok(memcmp(moe_session_logits(q), moe_session_logits(s), (size_t)vocab * sizeof *logits) == 0,
+       "%s: the next token's logits equal those of a session never probed (the cache was restored)", name);
+    /* the controls in force now apply to the re-evaluated token */
+    moe_offset o = {layer, MOE_OFFSET_MLP, expert, 4, 3.0f};
+    moe_session_activations(p, layer, MOE_OFFSET_MLP, expert, want, cap, &err);
+    moe_session_set_offset(s, &o, &err);
+    moe_session_activations_at(s, 2, layer, MOE_OFFSET_MLP, expert, got, cap, &err);
+    ok(fabsf(got[4] - want[4] - 3.0f) < 1e-4f, "%s: an offset set afterwards shows at the earlier token", name);
+    ok(moe_session_activations_at(s, 6, layer, MOE_OFFSET_MLP, expert, got, cap, &err) == -1,
+       "%s: position 6 of 6 refused: %s", name, err.msg);
+    ok(moe_session_activations_at(s, -1, layer, MOE_OFFSET_MLP, expert, got, cap, &err) == -1,
+       "%s: position -1 refused: %s", name, err.msg);
+    free(want), free(got), free(again), free(logits), free(latest_all), free(nl);
+    moe_session_free(s);
+    moe_session_free(p);
+    moe_session_free(q);
+    moe_model_close(m);
+}
+
 int main(void)
 {
     static const char *models[] = {"mixtral-tiny", "llama-tiny", "micro-llama-tiny", "micro-olmo-tiny",
@@ -438,6 +516,8 @@ int main(void)
     refusals();
     equivalences();
     capacity_and_reprefill();
+    activations_at("mixtral-tiny", 1, 3);
+    activations_at("micro-llama-tiny", 1, -1);
     activations();
     return done_testing();
 }

@@ -316,6 +316,30 @@ static void test_valid(void)
            strstr(err.msg, "'missing.key' is missing"),
        "a required key that is missing: %s", err.msg);
     ok(gguf_get_int(g, "missing.key", 0, 10, &v, &found, &err) == MOE_OK && found == 0, "an optional key");
+
+    /* the array accessors the GGUF tokenizer reads tokenizer.ggml.* with */
+    gguf_strv *sv = NULL;
+    float *fv = NULL;
+    gguf_vtype et = GGUF_VTYPE_COUNT;
+    ok(gguf_array_len(g, "test.array", &et) == 3 && et == GGUF_I32 && gguf_array_len(g, "test.flag", NULL) == 0 &&
+           gguf_array_len(g, "missing.key", NULL) == 0,
+       "array length and element type; 0 for a scalar or an absent key");
+    ok(gguf_get_float_array(g, "test.array", &fv, &n, NULL, &err) == MOE_OK && n == 3 && fv[0] == 1 && fv[2] == 3,
+       "an integer array read as numbers");
+    free(fv);
+    ok(gguf_get_str_array(g, "test.array", &sv, &n, NULL, &err) == MOE_EFORMAT && !sv &&
+           strstr(err.msg, "'test.array' is an array of INT32; an array of STRING was expected") &&
+           strstr(err.msg, path),
+       "an integer array read as strings names the key: %s", err.msg);
+    ok(gguf_get_str_array(g, "general.architecture", &sv, &n, NULL, &err) == MOE_EFORMAT &&
+           strstr(err.msg, "'general.architecture' is a STRING"),
+       "a string read as an array of strings: %s", err.msg);
+    ok(gguf_get_float_array(g, "test.flag", &fv, &n, NULL, &err) == MOE_EFORMAT && strstr(err.msg, "'test.flag' is a BOOL"),
+       "a bool read as an array of numbers: %s", err.msg);
+    ok(gguf_get_str_array(g, "missing.key", &sv, &n, &found, &err) == MOE_OK && found == 0 && !sv && n == 0,
+       "an optional array that is absent");
+    ok(gguf_get_str_array(g, "missing.key", &sv, &n, NULL, &err) == MOE_EFORMAT && strstr(err.msg, "'missing.key' is missing"),
+       "a required array that is missing: %s", err.msg);
     gguf_close(g);
     free(b.p);
 

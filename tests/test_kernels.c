@@ -453,6 +453,83 @@ static void test_vectors(const char *isa)
     ok(axpy, "%s axpy: sizes 0..65535, nothing written past n", isa);
 }
 
+/* kern_wsum against double sums over the decoded rows: types, 1-6 weight
+ * vectors (one and two groups of four), widths across the 16- and 64-lane
+ * steps, strided rows, and nothing written between rows of O. */
+static void test_wsum(const char *isa)
+{
+    static const size_t widths[] = {1, 16, 17, 64, 100, 128}, counts[] = {0, 1, 5, 33};
+    int good = 1;
+    for (int d = 0; d < 3; d++)
+        for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++)
+            for (size_t ci = 0; ci < sizeof counts / sizeof *counts; ci++)
+                for (size_t n = 1; n <= 6; n++) {
+                    size_t cols = widths[wi], np = counts[ci], ldv = cols + 3, lda = np + 2, ldo = cols + 1;
+                    unsigned char *V = malloc((np * ldv + 1) * esize(dtypes[d]));
+                    for (size_t i = 0; i < np * ldv; i++)
+                        store(dtypes[d], V, i, rng_unit());
+                    float *A = random_floats(n * lda), *O = malloc(n * ldo * sizeof *O);
+                    for (size_t i = 0; i < n * ldo; i++)
+                        O[i] = 99.0f;
+                    kern_wsum(dtypes[d], V, ldv, cols, A, lda, n, np, O, ldo);
+                    for (size_t v = 0; v < n; v++) {
+                        for (size_t c = 0; c < cols; c++) {
+                            double ref = 0, mag = 0;
+                            for (size_t p = 0; p < np; p++) {
+                                double term = A[v * lda + p] * ref_decode(dtypes[d], V, p * ldv + c);
+                                ref += term;
+                                mag += fabs(term);
+                            }
+                            if (!(fabs(O[v * ldo + c] - ref) <= TOL * mag))
+                                good = 0;
+                        }
+                        if (O[v * ldo + cols] != 99.0f)
+                            good = 0;
+                    }
+                    free(V);
+                    free(A);
+                    free(O);
+                }
+    ok(good, "%s wsum: f32, f16 and bf16 rows, 1-6 sums, widths 1..128, 0-33 rows", isa);
+}
+
+/* kern_softmax against softmax in double: sizes across the 16 lanes,
+ * spreads from flat to one dominant value, each weight within 1e-6 of the
+ * reference relative to the largest (the f32 rounding of a few steps). */
+static void test_softmax(const char *isa)
+{
+    static const size_t sizes[] = {1, 2, 15, 16, 17, 100, 4097};
+    static const float spreads[] = {0.0f, 1.0f, 30.0f, 300.0f};
+    int good = 1;
+    double worst = 0;
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++)
+        for (size_t wi = 0; wi < sizeof spreads / sizeof *spreads; wi++) {
+            size_t n = sizes[si];
+            float *x = malloc((n + 1) * sizeof *x), scale = 0.125f;
+            double *ref = malloc(n * sizeof *ref), max = -INFINITY, sum = 0;
+            for (size_t i = 0; i < n; i++) {
+                x[i] = rng_unit() * spreads[wi];
+                if ((double)x[i] * scale > max)
+                    max = (double)x[i] * scale;
+            }
+            x[n] = 99.0f;
+            for (size_t i = 0; i < n; i++)
+                sum += ref[i] = exp((double)x[i] * scale - max);
+            kern_softmax(x, n, scale);
+            for (size_t i = 0; i < n; i++) {
+                double err = fabs(x[i] - ref[i] / sum) / (1.0 / sum);
+                worst = err > worst ? err : worst;
+                if (!(err <= 1e-6))
+                    good = 0;
+            }
+            if (x[n] != 99.0f)
+                good = 0;
+            free(x);
+            free(ref);
+        }
+    ok(good, "%s softmax: sizes 1..4097, spreads 0..300, within 1e-6 of the largest (worst %.1e)", isa, worst);
+}
+
 /* ---- pool --------------------------------------------------------------- */
 
 typedef struct {
@@ -589,6 +666,8 @@ int main(void)
         best = isas[i];
         test_matvec(isas[i]);
         test_vectors(isas[i]);
+        test_wsum(isas[i]);
+        test_softmax(isas[i]);
     }
     kern_set_isa(best);
     diag("matmul uses %s kernels; OpenBLAS core %s", kern_isa(), openblas_get_corename());

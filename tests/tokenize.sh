@@ -37,6 +37,30 @@ check "llama2: --decode through the SentencePiece decoders" "<s> Hello, world!
 Hello</s><s> Hello
  Hello" "$got"
 
+# A GGUF file's vocabulary (tokenizer.ggml.*, written from the same
+# tokenizer.json by tools/gen_gguf_vocab.py) gives the same ids.
+vocab="$src/tests/fixtures/gguf/vocab-llama2.gguf"
+got=$("$ms" tokenize "$vocab" --bos <"$tmp/in")
+check "llama2 from a GGUF file: the reference's ids, BOS as add_bos_token says" "1 22557 28725 1526 28808
+1 4660 659 28705 28770 979 2815 304 957 846 28705 28782 680 28723 1602 1287 1235 400 506 1055 28804" "$got"
+
+got=$(printf '1 22557 28725 1526 28808\n22557 2 1 22557\n' | "$ms" tokenize "$vocab" --decode)
+check "llama2 from a GGUF file: --decode" "<s> Hello, world!
+Hello</s><s> Hello" "$got"
+
+"$ms" tokenize "$src/tests/fixtures/gguf/mixtral-tiny-f32.gguf" </dev/null 2>"$tmp/err"
+rc=$?
+tap_ok "$([ "$rc" != 0 ] && grep -q 'mixtral-tiny-f32.gguf: the file carries no vocabulary' "$tmp/err" && echo 0 || echo 1)" \
+    "a GGUF file without a vocabulary (no_vocab) is refused by name ($(cat "$tmp/err"))"
+
+"$ms" run "$src/tests/fixtures/gguf/mixtral-tiny-f32.gguf" -p "Hello" -n 1 >/dev/null 2>"$tmp/err"
+rc=$?
+tap_ok "$([ "$rc" != 0 ] && grep -q 'no vocabulary.*--prompt-ids' "$tmp/err" && echo 0 || echo 1)" \
+    "run: text for a no_vocab GGUF model points to --prompt-ids ($(cat "$tmp/err"))"
+
+got=$("$ms" run "$src/tests/fixtures/gguf/mixtral-tiny-f32.gguf" --prompt-ids 1,5,9 -n 2 --temp 0 2>/dev/null | head -n 1)
+tap_ok "$([ -n "$got" ] && echo 0 || echo 1)" "run: a no_vocab GGUF model runs from --prompt-ids (ids out: $got)"
+
 printf '\n' | "$ms" tokenize "$fix/qwen3" >"$tmp/out"
 tap_ok "$([ "$(wc -c <"$tmp/out")" = 1 ] && echo 0 || echo 1)" "an empty line gives an empty line"
 

@@ -179,6 +179,48 @@ else
     tap_skip "python3 is missing: the trace is not checked"
 fi
 
+# ---- neuron picker on the selected token; clicks on the steering pane --------
+# column (0-based, in characters) of the first STRING on screen row ROW (1-based)
+col_of() { screen | sed -n "$2p" | python3 -c 'import sys; print(sys.stdin.read().index(sys.argv[1]))' "$1"; }
+picks() { screen | grep -A4 '(t: target)' | grep -o 'n[0-9]* *[-+][0-9.]*' | tr -s ' ' | tr '\n' ' '; }
+keys Home
+wait_for 'Router · token .*\(#0\)' 5
+keys Tab Tab n
+wait_for '#0 L[0-9]+ e[0-9]+ \(t: target\)' 5
+ok $? "n opens the neuron picker on the token under the cursor (#0)"
+p0=$(picks)
+keys Escape BTab BTab G
+wait_for 'Router · token .*\(#[1-9][0-9]*\)' 5
+last=$(router_title | grep -o '#[0-9]*' | tr -d '#')
+keys Tab Tab n
+wait_for "#$last L[0-9]+ e[0-9]+ \\(t: target\\)" 5
+ok $? "... and on the last token (#$last) after G"
+p1=$(picks)
+ok "$([ -n "$p0" ] && [ -n "$p1" ] && [ "$p0" != "$p1" ] && echo 0 || echo 1)" "the two tokens' most active neurons differ ($p0| $p1)"
+keys t
+wait_for "#$last L[0-9]+ residual \\(t: target\\)" 5
+ok $? "t turns the picker to the residual stream"
+keys Enter
+wait_for '^offset L?[0-9]+:resid:[0-9]+=[-+]?4 \(from token' 5
+ok $? "Enter adds an offset on the picked residual dimension"
+if command -v python3 >/dev/null 2>&1; then
+    row=$(screen | grep -n 'L[0-9]* resid [0-9]* *[-+]4\.0 ◀' | head -n 1 | cut -d: -f1)
+    c=$(col_of '◀' "$row")
+    click $((c + 1)) $((row - 1))
+    wait_for 'L[0-9]+ resid [0-9]+ +-10\.0 ◀●' 5
+    ok $? "a click at the left end of its slider sets the delta to -10"
+    click "$c" $((row - 1))
+    wait_for 'L[0-9]+ resid [0-9]+ +-10\.5 ◀' 5
+    ok $? "a click on the slider's left arrow steps it down by 0.5 (-10.5)"
+else
+    tap_skip "python3 is missing: slider clicks are not checked"
+    tap_skip "python3 is missing: slider clicks are not checked"
+fi
+keys d
+wait_for '^offset L?[0-9]+:resid:[0-9]+=\+?0 \(from token' 5
+ok $? "d removes it again"
+keys i Escape
+
 # ---- help, resize ----------------------------------------------------------
 keys F1
 wait_for 'Help · any key closes' 5
@@ -218,7 +260,9 @@ start NO_COLOR=1
 wait_for 'Type a prompt' 15
 keys "hello" Enter
 wait_for '^(done|end of text): [0-9]+ tokens' 20
-ok $? "NO_COLOR: generates"
+r=$?
+ok $r "NO_COLOR: generates"
+[ $r = 0 ] || screen | tail -n 4 | while IFS= read -r l; do tap_diag "$l"; done
 n_col=$(screen_e | grep -c '38;5;\|\[3[0-7]m')
 ok "$([ "$n_col" = 0 ] && echo 0 || echo 1)" "NO_COLOR: no colour escapes on the screen ($n_col lines)"
 screen | grep -q 'experts A=0 B=1' && screen | grep -q 'no colour'
@@ -301,6 +345,24 @@ keys i "hi" Enter
 wait_for '^(done|end of text|end of turn): [0-9]+ tokens' 20
 screen | grep -q '^│<|im_start|>user↵' && [ "$(screen | grep -c '<|im_start|>user↵')" = 1 ]
 ok $? "chat: after :clear the chat starts from its first turn"
+keys Escape ":system Be brief." Enter
+wait_for '^system message set: the next prompt renders the conversation with it' 5
+ok $? "chat: :system sets the system message"
+keys i "more" Enter
+wait_for '^(done|end of text|end of turn): [0-9]+ tokens.*chat: re-prefilled' 20
+ok $? "chat: the next prompt re-prefills the conversation with it"
+screen | sed -n 4,7p | tr -d '\n' | grep -q '^│<|im_start|>system↵ *││.*│Be brief.<|im_end|>↵ *││.*│<|im_start|>user↵ *││.*│hi<|im_end|>↵'
+ok $? "chat: the system turn is rendered first, before the earlier turns"
+keys Escape ":save $tmp/chat-system.json" Enter
+wait_for "saved [0-9]+ tokens to" 10
+roles=$(jq -r '[.turns[].role] | join(",")' "$tmp/chat-system.json" 2>/dev/null)
+ok "$(echo "$roles" | grep -q '^system,user,assistant,user' && echo 0 || echo 1)" "chat: the saved transcript's turns begin with the system turn ($roles)"
+keys ":system" Enter
+wait_for '^system: Be brief\.' 5
+ok $? "chat: :system alone shows it"
+keys ":system none" Enter
+wait_for '^system message removed' 5
+ok $? "chat: :system none removes it"
 keys Escape q
 wait_for 'MOESCOPE-EXIT=0' 10
 
@@ -313,7 +375,7 @@ ok $? "names: the legend names MiCRo's experts"
 screen | grep -q '^│\[x\] logic ' && screen | grep -q '^│\[x\] language '
 ok $? "names: the experts pane names its rows"
 keys "hello" Enter
-wait_for 'no tokenizer.json: type token ids instead, as #1,5,9' 5
+wait_for 'no tokenizer \(tokenizer.json or a GGUF vocabulary\): type token ids instead, as #1,5,9' 5
 ok $? "ids: a text prompt without a tokenizer asks for ids"
 keys "#1,5,9" Enter
 wait_for '^(done|end of text): [0-9]+ tokens' 20
@@ -374,6 +436,37 @@ keys Escape q
 wait_for 'MOESCOPE-EXIT=0' 10
 rm -rf "$tmp/config"
 ARGS=""
+
+# ---- settings: key bindings -------------------------------------------------
+mkdir -p "$tmp/config/moescope"
+{
+    echo "bind F5 = k 1"
+    echo "bind x = :off 2"
+    echo "bind zz = off 1"
+    echo "bind F6 = frobnicate"
+    echo "bind C-c = quit"
+} >"$tmp/config/moescope/config"
+start
+wait_for 'Type a prompt' 15
+screen | grep -q "config line 3: unknown key name 'zz'; config line 4: unknown command 'frobnicate'"
+ok $? "bindings: an unknown key name and an unknown command are warned about"
+keys F5
+wait_for '· k=1 ·' 5
+ok $? "bindings: bind F5 = k 1 works from the prompt (function keys only there)"
+keys x
+wait_for '^> x' 5
+ok $? "bindings: x types into the prompt"
+keys BSpace Tab x
+wait_for '^off 2 \(from token' 5
+ok $? "bindings: bind x = :off 2 works in the panes, before the pane's own keys"
+keys F1
+wait_for 'Your keys' 5
+s=$(screen)
+echo "$s" | grep -q 'F5 *:k 1' && echo "$s" | grep -q 'x *:off 2' && ! echo "$s" | grep -q 'C-c *:quit'
+ok $? "bindings: the help overlay lists them (and not C-c, which always stops)"
+keys Escape q
+wait_for 'MOESCOPE-EXIT=0' 10
+rm -rf "$tmp/config"
 
 # ---- with no model anywhere, the explorer opens on the trained micro-tiny ------
 start
@@ -439,6 +532,42 @@ keys Escape q
 wait_for 'MOESCOPE-EXIT=0' 10
 [ ! -e "$tmp/state/moescope/autosave.json" ]
 ok $? "autosave: a clean quit removes it"
+
+# ---- two explorers at once: an autosave slot each --------------------------------
+ARGS="-n 4"
+start
+wait_for 'Type a prompt' 15
+keys "hello" Enter
+wait_for '^done: 4 tokens' 20
+$T new-session -d -s second -x 120 -y 40 "$tmp/run.sh"
+screen2() { $T capture-pane -t second -p 2>/dev/null; }
+i=0
+while ! screen2 | grep -q 'Type a prompt' && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+! screen2 | grep -q 'Restore the unsaved'
+ok $? "two explorers: the second does not offer the first's live session for restoring"
+$T send-keys -t second "Once upon a time" Enter
+i=0
+while ! screen2 | grep -Eq '^done: 4 tokens' && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+[ -s "$tmp/state/moescope/autosave.json" ] && [ -s "$tmp/state/moescope/autosave-2.json" ] &&
+    jq -e '.turns[0].text == "hello"' "$tmp/state/moescope/autosave.json" >/dev/null &&
+    jq -e '.turns[0].text == "Once upon a time"' "$tmp/state/moescope/autosave-2.json" >/dev/null
+ok $? "two explorers: each keeps its own autosave (autosave.json, autosave-2.json)"
+pane_pid=$($T display -p -t second '#{pane_pid}')
+kill -9 "$(ps -o pid= --ppid "$pane_pid" | tr -d ' ' | head -n 1)"
+n2=$(jq .n_tokens "$tmp/state/moescope/autosave-2.json")
+keys Escape q
+wait_for 'MOESCOPE-EXIT=0' 10
+$T kill-session -t second
+start
+wait_for "Restore the unsaved session of .* \($n2 tokens\)\? \(y/n\)" 15
+ok $? "two explorers: the next start offers the killed one's session ($n2 tokens), not the cleanly closed one's"
+keys n
+wait_for '^not restored' 5
+keys Escape q
+wait_for 'MOESCOPE-EXIT=0' 10
+[ ! -e "$tmp/state/moescope/autosave.json" ] && [ ! -e "$tmp/state/moescope/autosave-2.json" ]
+ok $? "two explorers: after a clean quit no autosave is left"
+rm -f "$tmp"/state/moescope/autosave*.lock
 
 # ---- autosave: kill -9 during a generation, restore on the next start ---------------
 ARGS="-n 100000 --ignore-eos"
@@ -506,7 +635,9 @@ PRE="view"
 ARGS="$tmp/named.json"
 start
 wait_for 'review of .*named.json: [0-9]+ tokens, 4 turns, 1 control changes' 10
-ok $? "view: opens the transcript and says what it holds"
+r=$?
+ok $r "view: opens the transcript and says what it holds"
+[ $r = 0 ] || screen | tail -n 4 | while IFS= read -r l; do tap_diag "$l"; done
 screen | sed -n 1p | grep -q 'moescope · mixtral-tiny · mixtral 8×top-2 · .*· review'
 ok $? "view: the status bar says review"
 screen | grep -q '│<s>Programs are free\.'

@@ -77,6 +77,17 @@ int cmd_inspect(int argc, char **argv)
     print_count("parameters", in->params_total);
     print_count("active per token", in->params_active);
     printf("%-22s %s\n", "weight type", moe_dtype_name(in->dtype));
+    int n_types = 0;
+    for (int t = 0; t < MOE_DTYPE_COUNT; t++)
+        n_types += in->bytes_by_type[t] > 0;
+    if (n_types > 1) { /* a quantised mix (Q4_K_M ...): the share of each type in the bytes */
+        printf("%-22s", "weight type mix");
+        for (int t = 0, shown = 0; t < MOE_DTYPE_COUNT; t++)
+            if (in->bytes_by_type[t])
+                printf("%s %s %.1f%%", shown++ ? "," : "", moe_dtype_name((moe_dtype)t),
+                       100.0 * (double)in->bytes_by_type[t] / (double)in->weight_bytes);
+        printf("\n");
+    }
     print_bytes("weights (mmap)", (double)in->weight_bytes);
     print_bytes("read per token", (double)in->active_bytes);
     char label[40];

@@ -1,9 +1,10 @@
 /* moescope perplexity MODEL FILE...: how well the model predicts each file,
  * as llama.cpp's llama-perplexity reports it: the mean negative
  * log-likelihood of every token after the first of each window, and its
- * exponential. The logits come from the engine one position at a time (it
- * returns the last position's logits), so this is the decode path; controls
- * apply as in run, which makes ablations measurable. */
+ * exponential. Windows are evaluated as prompts whose every position's
+ * logits the engine keeps (moe_session_eval_all); controls apply as in run,
+ * which makes ablations measurable. With --lines every line is a document
+ * of its own, from a fresh context. */
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -19,6 +20,8 @@
 static const char PPL_USAGE[] =
     "usage: moescope perplexity MODEL FILE... [options]\n"
     "  --ids                  files hold token ids (whitespace or comma separated), not text\n"
+    "  --lines                every non-empty line is a document, evaluated from a fresh context\n"
+    "                         (BOS first); else each file is one text\n"
     "  --json                 one JSON document instead of the table\n"
     "  -c, --ctx-size N       tokens per window (default: min(model maximum, 4096))\n"
     "  -t, --threads N        threads (default: all cores)\n"
@@ -44,13 +47,15 @@ int cmd_perplexity(int argc, char **argv)
     const char *model = NULL;
     const char **files = calloc((size_t)argc, sizeof *files);
     const char **ctl = calloc((size_t)argc * 2, sizeof *ctl);
-    int n_files = 0, n_ctl = 0, ids_mode = 0, json = 0, rc = 2;
+    int n_files = 0, n_ctl = 0, ids_mode = 0, json = 0, lines = 0, rc = 2;
     long ctx = 0, threads = 0;
     moe_model *m = NULL;
     moe_session *s = NULL;
     moe_tokenizer *tok = NULL;
     cJSON *doc = NULL;
     int32_t *ids = NULL;
+    int *starts = NULL;
+    float *rows = NULL;
     if (!files || !ctl) {
         fail_msg("out of memory");
         goto done;
@@ -70,6 +75,8 @@ int cmd_perplexity(int argc, char **argv)
             ids_mode = 1;
         } else if (!strcmp(a, "--json")) {
             json = 1;
+        } else if (!strcmp(a, "--lines")) {
+            lines = 1;
         } else if (!v) {
             fail_msg("perplexity: %s needs a value", a);
             goto done;
@@ -119,29 +126,41 @@ int cmd_perplexity(int argc, char **argv)
         printf("%-40s %10s %12s %12s\n", "file", "tokens", "nll/token", "perplexity");
     double all_nll = 0;
     long all_n = 0;
-    int win = moe_session_n_ctx(s);
+    int win = moe_session_n_ctx(s), chunk = win < 512 ? win : 512;
+    if (!(rows = malloc((size_t)chunk * (size_t)in->vocab * sizeof *rows))) {
+        fail_msg("out of memory for %d rows of logits", chunk);
+        goto done;
+    }
     for (int f = 0; f < n_files; f++) {
-        int n = 0;
+        int n = 0, n_docs = 1, one[2] = {0, 0};
         free(ids);
-        ids = NULL;
-        if (corpus_read(files[f], ids_mode ? NULL : tok, 1, in->vocab, &ids, &n))
+        free(starts);
+        ids = NULL, starts = NULL;
+        if (lines ? corpus_read_lines(files[f], ids_mode ? NULL : tok, 1, in->vocab, &ids, &starts, &n_docs)
+                  : corpus_read(files[f], ids_mode ? NULL : tok, 1, in->vocab, &ids, &n))
             goto done;
+        const int *doc_at = lines ? starts : (one[1] = n, one);
+        n = doc_at[n_docs];
         double nll = 0;
         long scored = 0;
-        for (int at = 0; at < n; at += win) {
-            int len = n - at < win ? n - at : win;
-            moe_session_reset(s);
-            for (int i = 0; i < len; i++) {
-                if (moe_session_eval(s, &ids[at + i], 1, &err)) {
-                    fail_msg("%s: %s", files[f], err.msg);
-                    goto done;
-                }
-                if (i + 1 < len) {
-                    nll -= log_prob(moe_session_logits(s), in->vocab, ids[at + i + 1]);
-                    scored++;
+        /* each document in windows; each window from an empty cache, its
+         * tokens fed a chunk at a time, every position's logits kept */
+        for (int d = 0; d < n_docs; d++)
+            for (int at = doc_at[d]; at < doc_at[d + 1]; at += win) {
+                int len = doc_at[d + 1] - at < win ? doc_at[d + 1] - at : win;
+                moe_session_reset(s);
+                for (int c0 = 0; c0 < len; c0 += chunk) {
+                    int nc = len - c0 < chunk ? len - c0 : chunk;
+                    if (moe_session_eval_all(s, &ids[at + c0], nc, rows, &err)) {
+                        fail_msg("%s: %s", files[f], err.msg);
+                        goto done;
+                    }
+                    for (int j = 0; j < nc && c0 + j + 1 < len; j++) {
+                        nll -= log_prob(rows + (size_t)j * in->vocab, in->vocab, ids[at + c0 + j + 1]);
+                        scored++;
+                    }
                 }
             }
-        }
         all_nll += nll;
         all_n += scored;
         double mean = scored ? nll / scored : NAN;
@@ -149,6 +168,8 @@ int cmd_perplexity(int argc, char **argv)
             cJSON *o = cJSON_CreateObject();
             cJSON_AddStringToObject(o, "file", files[f]);
             cJSON_AddNumberToObject(o, "tokens", n);
+            if (lines)
+                cJSON_AddNumberToObject(o, "documents", n_docs);
             cJSON_AddNumberToObject(o, "scored", (double)scored);
             cJSON_AddNumberToObject(o, "nll", mean);
             cJSON_AddNumberToObject(o, "perplexity", exp(mean));
@@ -173,6 +194,8 @@ int cmd_perplexity(int argc, char **argv)
 done:
     cJSON_Delete(doc);
     free(ids);
+    free(starts);
+    free(rows);
     moe_tokenizer_free(tok);
     moe_session_free(s);
     moe_model_close(m);

@@ -152,8 +152,7 @@ int cmd_replay(int argc, char **argv)
         fail_msg("%s", err.msg);
         goto done;
     }
-    snprintf(cfg, sizeof cfg, "%s/tokenizer.json", in->path);
-    if (access(cfg, F_OK) == 0 && moe_tokenizer_open(in->path, &tok, &err))
+    if (moe_tokenizer_present(in->path) && moe_tokenizer_open(in->path, &tok, &err))
         tok = NULL; /* texts are only for the report */
     checker chk = {t, tol, 0, -1, 0, ""};
     moe_trace_sink sink = {&chk, on_token};

@@ -12,13 +12,14 @@
 #include "args.h"
 #include "cli.h"
 #include "colour.h"
+#include "settings.h"
 #include "controls_parse.h"
 #include "moescope/moescope.h"
 #include "transcript.h"
 
 static const char RUN_USAGE[] =
     "usage: moescope run MODEL (-p TEXT | --prompt-ids IDS) [options]\n"
-    "  -p, --prompt TEXT      the prompt as text (needs the model's tokenizer.json)\n"
+    "  -p, --prompt TEXT      the prompt as text (needs the model's tokenizer)\n"
     "  --prompt-ids 1,5,9     the prompt as token ids\n"
     "  --chat                 wrap the prompt in the model's chat template (a user turn)\n"
     "  --template NAME|FILE   the chat template: chatml, llama3, mistral, tulu, or a file\n"
@@ -35,6 +36,7 @@ static const char RUN_USAGE[] =
     "  -t, --threads N        threads (default: all cores)\n"
     "  -c, --ctx-size N       context length (default: min(model maximum, 4096))\n"
     "  -b, --batch-size N     prompt tokens per forward pass (default 512)\n"
+    "  --kv-type T            KV cache type: f32 (default) or f16 (half the memory)\n"
     "  --ignore-eos           keep generating past the end-of-sequence token\n"
     "  --print-ids            print only the generated ids, space-separated, on one line\n"
     "  --save FILE            save the session as a transcript (JSON: turns, every token's\n"
@@ -49,7 +51,9 @@ static const char RUN_USAGE[] =
     "  --capacity C[,drop]    mark (or drop) assignments past capacity C x tokens x k / experts\n"
     "colour:\n"
     "  --colour auto|always|never     colour tokens by expert (auto: on a terminal, unless NO_COLOR)\n"
-    "  --colour-by vote|LAYER         the layers' majority vote (default) or one layer's top expert\n";
+    "  --colour-by vote|LAYER         the layers' majority vote (default) or one layer's top expert\n"
+    "  --palette okabe-ito|classic    the expert colours (default: the settings file's, else okabe-ito)\n"
+    "Settings: palette and colour come from $XDG_CONFIG_HOME/moescope/config when not given here.\n";
 
 typedef struct {
     const char *verb, *arg;
@@ -67,11 +71,14 @@ typedef struct {
     int n_prompt;
     long n_predict, threads, ctx, batch;
     int ignore_eos, print_ids, seed_set;
+    moe_dtype kv_type;         /* --kv-type */
     moe_sampler_params sp;
     control_arg *controls;
     int n_controls;
     colour_when colour;
     int colour_layer;          /* -1: vote */
+    int colour_by_set;         /* --colour-by given: the settings file's colour is not used */
+    int palette;               /* --palette; -1: the settings file's */
 } run_opts;
 
 /* Flags that take a value, and the control verb each stands for. */
@@ -82,7 +89,8 @@ static const struct {
     {"--temp", NULL}, {"--top-k", NULL}, {"--top-p", NULL}, {"--min-p", NULL},
     {"--repeat-penalty", NULL}, {"--repeat-last-n", NULL}, {"--seed", NULL}, {"-t", NULL},
     {"--threads", NULL}, {"-c", NULL}, {"--ctx-size", NULL}, {"-b", NULL}, {"--batch-size", NULL},
-    {"--trace", NULL}, {"--save", NULL}, {"--template", NULL}, {"--system", NULL}, {"--colour", NULL}, {"--color", NULL}, {"--colour-by", NULL},
+    {"--kv-type", NULL}, {"--trace", NULL}, {"--save", NULL}, {"--template", NULL}, {"--system", NULL}, {"--colour", NULL}, {"--color", NULL}, {"--colour-by", NULL},
+    {"--palette", NULL},
     {"--k", "k"}, {"--expert-off", "off"}, {"--expert-on", "on"}, {"--force", "force"},
     {"--bias", "bias"}, {"--offset", "offset"}, {"--capacity", "capacity"},
 };
@@ -94,6 +102,25 @@ static double now(void)
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* The settings file's palette and colour, where the flags leave them
+ * open. Its problems are warnings: the run goes on with the defaults. */
+static void settings_colour(run_opts *o, const moe_model_info *in)
+{
+    ui_settings cfg;
+    settings_load(&cfg);
+    colour_palette_set((colour_palette)(o->palette >= 0 ? o->palette : cfg.palette));
+    if (!o->colour_by_set && cfg.colour[0] && strcmp(cfg.colour, "vote") != 0) {
+        long l = strtol(cfg.colour + (cfg.colour[0] == 'L' || cfg.colour[0] == 'l'), NULL, 10);
+        if (l < in->n_layers && in->n_moe_layers)
+            o->colour_layer = (int)l;
+        else
+            settings_warn(&cfg, "colour = %s: the model has %d layers%s", cfg.colour, in->n_layers,
+                          in->n_moe_layers ? "" : " and no experts");
+    }
+    if (cfg.warn[0])
+        fprintf(stderr, "moescope: warning: %s (in %s)\n", cfg.warn, cfg.path);
+}
+
 /* Returns 0 on success, -1 after --help, or the exit status after printing
  * the problem. */
 static int parse(int argc, char **argv, run_opts *o)
@@ -101,6 +128,7 @@ static int parse(int argc, char **argv, run_opts *o)
     o->n_predict = 128;
     o->sp = moe_sampler_defaults();
     o->colour_layer = -1;
+    o->palette = -1;
     if (!(o->controls = calloc((size_t)argc, sizeof *o->controls)))
         return fail_msg("out of memory") + 1;
     for (int i = 1; i < argc; i++) {
@@ -163,7 +191,11 @@ static int parse(int argc, char **argv, run_opts *o)
                 o->colour = COLOUR_NEVER;
             else
                 return fail_msg("%s expects auto, always or never, not '%s'", a, v) + 1;
+        } else if (IS("--palette")) {
+            if ((o->palette = colour_palette_find(v)) < 0)
+                return fail_msg("--palette is okabe-ito or classic, not '%s'", v) + 1;
         } else if (IS("--colour-by")) {
+            o->colour_by_set = 1;
             if (strcmp(v, "vote") != 0) {
                 if (!arg_int(a, v, 0, 1 << 16, &n)) return 2;
                 o->colour_layer = (int)n;
@@ -200,6 +232,10 @@ static int parse(int argc, char **argv, run_opts *o)
             if (!arg_int(a, v, 1, 1 << 20, &o->ctx)) return 2;
         } else if (IS("-b") || IS("--batch-size")) {
             if (!arg_int(a, v, 1, 8192, &o->batch)) return 2;
+        } else if (IS("--kv-type")) {
+            if (strcmp(v, "f32") && strcmp(v, "f16"))
+                return fail_msg("--kv-type takes f32 or f16, not '%s'", v) + 1;
+            o->kv_type = strcmp(v, "f16") ? MOE_F32 : MOE_F16;
         }
 #undef IS
     }
@@ -363,16 +399,15 @@ int cmd_run(int argc, char **argv)
     moe_session_params sp = {(int)o.ctx, (int)o.threads, (int)o.batch};
     rc = 1;
     if (moe_model_open(o.model, &m, &err) || moe_session_new(m, &sp, &s, &err) ||
-        moe_sampler_new(&o.sp, moe_model_info_get(m)->vocab, &smp, &err)) {
+        moe_session_set_kv_type(s, o.kv_type, &err) || moe_sampler_new(&o.sp, moe_model_info_get(m)->vocab, &smp, &err)) {
         fail_msg("%s", err.msg);
         goto done;
     }
     const moe_model_info *in = moe_model_info_get(m);
     /* The tokenizer is optional for ids in and ids out, required for text. */
-    char tok_path[4200];
-    snprintf(tok_path, sizeof tok_path, "%s/tokenizer.json", in->path);
-    if ((o.text || access(tok_path, F_OK) == 0) && moe_tokenizer_open(in->path, &tok, &err)) {
-        fail_msg("%s", err.msg);
+    int has_tok = moe_tokenizer_present(in->path);
+    if ((o.text || has_tok) && moe_tokenizer_open(in->path, &tok, &err)) {
+        fail_msg("%s%s", err.msg, has_tok ? "" : "; give the prompt as --prompt-ids");
         goto done;
     }
     int32_t stops[18];
@@ -415,6 +450,7 @@ int cmd_run(int argc, char **argv)
             goto done;
         }
     }
+    settings_colour(&o, in);
     if (o.colour_layer >= in->n_layers || (o.colour_layer >= 0 && !in->n_moe_layers)) {
         fail_msg("--colour-by %d: the model has %d layers%s", o.colour_layer, in->n_layers,
                  in->n_moe_layers ? "" : " and no experts");

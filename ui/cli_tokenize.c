@@ -17,7 +17,8 @@ static void usage(FILE *f)
                "  --bos      add the tokens the model adds around a text (BOS)\n"
                "  --decode   read ids (space-separated) per line and print the text\n"
                "MODEL_OR_DIR is a directory holding tokenizer.json, a tokenizer.json file,\n"
-               "or a Hugging Face id (org/name) in the local cache.\n");
+               "a GGUF file (its tokenizer.ggml.* vocabulary), or a Hugging Face id\n"
+               "(org/name) in the local cache.\n");
 }
 
 static int decode_line(const moe_tokenizer *t, char *line)

@@ -11,5 +11,10 @@
  * each below vocab). Returns 0 with *ids malloc'ed (the caller frees it),
  * or the exit status after printing what is wrong. */
 int corpus_read(const char *path, const moe_tokenizer *tok, int add_bos, int vocab, int32_t **ids, int *n);
+/* The same with every non-empty line a document of its own (tokenized
+ * alone, BOS first when add_bos): all documents' tokens in *ids, document d
+ * in [(*starts)[d], (*starts)[d + 1]) for d < *n_docs. Both malloc'ed. */
+int corpus_read_lines(const char *path, const moe_tokenizer *tok, int add_bos, int vocab, int32_t **ids,
+                      int **starts, int *n_docs);
 
 #endif

@@ -40,9 +40,12 @@ const char *moe_status_str(moe_status s);
 
 typedef struct moe_model moe_model;
 
-/* Weight types. Q8_0 is ggml's: blocks of 32 weights, an f16 scale and
- * 32 int8 (GGUF files only). */
-typedef enum { MOE_F32 = 0, MOE_F16, MOE_BF16, MOE_Q8_0, MOE_DTYPE_COUNT } moe_dtype;
+/* Weight types. The Q types are ggml's block quantisations (GGUF files
+ * only): Q8_0 and Q4_0 blocks of 32 weights with an f16 scale; Q4_K, Q5_K
+ * and Q6_K super-blocks of 256 with 6- or 8-bit sub-block scales. */
+typedef enum {
+    MOE_F32 = 0, MOE_F16, MOE_BF16, MOE_Q8_0, MOE_Q4_0, MOE_Q4_K, MOE_Q5_K, MOE_Q6_K, MOE_DTYPE_COUNT
+} moe_dtype;
 
 /* What a model is, as read from its files. Strings live as long as the model. */
 typedef struct {
@@ -71,6 +74,7 @@ typedef struct {
     float rope_theta;
     float norm_eps;
     moe_dtype dtype;           /* the type of most weight bytes */
+    uint64_t bytes_by_type[MOE_DTYPE_COUNT]; /* weight bytes of each type (a GGUF mix) */
     uint64_t params_total;
     uint64_t params_active;    /* read per token with the configured k */
     uint64_t weight_bytes;     /* bytes of all tensors the model uses */
@@ -150,6 +154,11 @@ void moe_session_free(moe_session *s);
  * the last token. Fails with MOE_EINVAL if a token id is out of range or the
  * context is full; the session is then unchanged. */
 moe_status moe_session_eval(moe_session *s, const int32_t *ids, int n, moe_error *err);
+/* The same, keeping the logits of every one of the n tokens: row i of
+ * `logits` (n rows of vocab floats, the caller's) gets token i's. For
+ * perplexity and scoring; the vocabulary projection then costs n times
+ * as much. moe_session_logits still gives the last row. */
+moe_status moe_session_eval_all(moe_session *s, const int32_t *ids, int n, float *logits, moe_error *err);
 const float *moe_session_logits(const moe_session *s); /* (vocab) */
 int moe_session_pos(const moe_session *s);
 int moe_session_n_ctx(const moe_session *s);
@@ -161,6 +170,23 @@ void moe_session_reset(moe_session *s);
  * negative or past the current position. */
 moe_status moe_session_truncate(moe_session *s, int pos, moe_error *err);
 void moe_session_set_trace(moe_session *s, const moe_trace_sink *sink);
+/* Store keys and values as t: MOE_F32 (the default) or MOE_F16, which
+ * halves the cache's memory and the attention's reads at long context and
+ * rounds every key and value to f16 (logits then differ from an f32 cache
+ * by about f16's relative precision, 2^-11, times the attention's
+ * sensitivity). Only before the first token (position 0): the cache is
+ * reallocated. MOE_EINVAL for another type or a session holding tokens,
+ * MOE_ENOMEM when out of memory; on failure the session is unchanged. */
+moe_status moe_session_set_kv_type(moe_session *s, moe_dtype t, moe_error *err);
+moe_dtype moe_session_kv_type(const moe_session *s);
+/* Bytes of the session's KV cache: n_ctx positions of every layer's (or
+ * MiCRo block's) keys and values at its type. */
+size_t moe_session_kv_bytes(const moe_session *s);
+/* Weight bytes the session's forward passes have multiplied since it was
+ * created: each weight matrix once per product (only the experts that
+ * ran), plus the embedding rows of the tokens. A difference over a decoded
+ * token is the weight bytes that token read from memory. */
+uint64_t moe_session_weight_bytes(const moe_session *s);
 
 /* Experts per token: layer -1 sets every MoE layer. 1 <= k <= n_experts.
  * Takes effect at the next evaluated token. */
@@ -240,9 +266,17 @@ moe_status moe_session_reprefill(moe_session *s, moe_error *err);
  * even if the router did not choose it), of the dense MLP (expert 0), or of
  * the shared expert (kind MOE_OFFSET_SHARED); with MOE_OFFSET_RESID the
  * hidden state after the layer. Writes up to cap values to out and returns
- * the width, or -1 with err filled. For picking neurons to steer. */
+ * the width (out may be NULL with cap 0, to ask the width or whether the
+ * block ran), or -1 with err filled. For picking neurons to steer. */
 int moe_session_activations(moe_session *s, int layer, moe_offset_kind kind, int expert, float *out, int cap,
                             moe_error *err);
+/* The same for the token at position `pos` (0 to moe_session_pos - 1):
+ * that token is evaluated again over the cache before it, under the
+ * controls in force now, and the session is left exactly as it was (cache,
+ * logits, latest activations; no trace is delivered). Costs one token's
+ * forward pass when pos is not the latest. */
+int moe_session_activations_at(moe_session *s, int pos, int layer, moe_offset_kind kind, int expert, float *out,
+                               int cap, moe_error *err);
 
 /* Lift every control: all experts on, no force, bias, offset or capacity,
  * k as the model says. */
@@ -339,11 +373,21 @@ int32_t moe_sampler_sample(moe_sampler *s, const float *logits);
 typedef struct moe_tokenizer moe_tokenizer;
 
 /* Open `path`: a directory holding tokenizer.json (and optionally
- * tokenizer_config.json, read for bos/eos and add_bos_token), or the
+ * tokenizer_config.json, read for bos/eos and add_bos_token), the
  * tokenizer.json file itself (its sibling tokenizer_config.json is read if
- * present). Returns MOE_OK and sets *out, or an error code with `err`
- * filled and *out NULL. Free with moe_tokenizer_free. */
+ * present), or a GGUF file, whose tokenizer.ggml.* metadata (llama.cpp's
+ * "gpt2" byte-level BPE with the pre-tokenizer tokenizer.ggml.pre names,
+ * or "llama" SentencePiece) gives the ids the model's tokenizer.json
+ * would. A GGUF file without a vocabulary (tokenizer.ggml.model
+ * "no_vocab") is MOE_EUNSUPPORTED. Returns MOE_OK and sets *out, or an
+ * error code with `err` filled (naming the file and the key or piece at
+ * fault) and *out NULL. Free with moe_tokenizer_free. */
 moe_status moe_tokenizer_open(const char *path, moe_tokenizer **out, moe_error *err);
+/* 1 when `path` holds a tokenizer moe_tokenizer_open would try: a
+ * directory with tokenizer.json, a tokenizer.json file, or a GGUF file
+ * whose tokenizer.ggml.model is not "no_vocab". 0 otherwise, also when
+ * the path cannot be read. Opens nothing else. */
+int moe_tokenizer_present(const char *path);
 void moe_tokenizer_free(moe_tokenizer *t);
 
 /* Encode `len` bytes of `text` (any bytes; invalid UTF-8 is kept byte for
@@ -369,7 +413,8 @@ int moe_tokenizer_vocab_size(const moe_tokenizer *t);
 const char *moe_tokenizer_piece(const moe_tokenizer *t, int32_t id, size_t *len);
 /* 1 when id is an added token marked special (BOS, EOS, <|im_end|>). */
 int moe_tokenizer_is_special(const moe_tokenizer *t, int32_t id);
-/* BOS/EOS from tokenizer_config.json; -1 when there is none. */
+/* BOS/EOS from tokenizer_config.json (a GGUF file's
+ * tokenizer.ggml.bos_token_id/eos_token_id); -1 when there is none. */
 int32_t moe_tokenizer_bos(const moe_tokenizer *t);
 int32_t moe_tokenizer_eos(const moe_tokenizer *t);
 
@@ -421,8 +466,10 @@ moe_status moe_chat_render_json(const char *template_src, const char *context_js
                                 moe_error *err);
 
 /* Read the chat template and the BOS/EOS token texts from `path`: a
- * directory holding tokenizer_config.json, or that file. chat_template may
- * be a string or a list of {name, template}, of which "default" is taken.
+ * directory holding tokenizer_config.json, or that file, or a GGUF file
+ * (tokenizer.chat_template; BOS/EOS from tokenizer.ggml.bos/eos_token_id).
+ * chat_template may be a string or a list of {name, template}, of which
+ * "default" is taken.
  * On success *template_src (and *bos, *eos where not NULL; a token the file
  * does not name stays NULL) are malloc'ed strings the caller frees.
  * MOE_EFORMAT when the file has no chat template. */

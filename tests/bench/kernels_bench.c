@@ -7,10 +7,13 @@
  * matvec  n = 1 bandwidth per ISA, dtype and thread count
  * sweep   GFLOP/s over n across matmul's switch to sgemm (SMALL_N_*)
  * gemm    n = 32 and 128, and the alternative design (OpenBLAS threads)
+ * qsweep  quantised types, one thread: the matrix-vector kernels against
+ *         dequantising tiles then sgemm, over n (SMALL_N_Q in matmul.c); in
+ *         thread CPU time, which a loaded machine disturbs less
  *
  * Run it both ways: `OPENBLAS_CORETYPE=SKYLAKEX kernels_bench gemm`.
  * Build: gcc -std=c11 -D_GNU_SOURCE -O2 -pthread -Iinclude -Isrc
- *   $(pkg-config --cflags openblas) src/kernels.c src/pool.c src/matmul.c
+ *   $(pkg-config --cflags openblas) src/kernels.c src/quant.c src/pool.c src/matmul.c
  *   tests/bench/kernels_bench.c $(pkg-config --libs openblas) -lm */
 #include <cblas.h>
 #include <stdio.h>
@@ -273,6 +276,111 @@ static void bench_gemm(void)
     }
 }
 
+/* ---- quantised types ---------------------------------------------------- */
+
+static const moe_dtype qtypes[] = {MOE_Q8_0, MOE_Q4_0, MOE_Q4_K, MOE_Q5_K, MOE_Q6_K};
+static const char *const qnames[] = {"Q8_0", "Q4_0", "Q4_K", "Q5_K", "Q6_K"};
+
+/* Random bytes with a small finite f16 scale in every block. */
+static void *random_quant(moe_dtype t, size_t rows, size_t cols)
+{
+    size_t rb = kern_row_bytes(t, cols), bb = t == MOE_Q8_0 ? 34 : t == MOE_Q4_0 ? 18 : t == MOE_Q4_K ? 144
+                                                              : t == MOE_Q5_K ? 176 : 210;
+    unsigned char *w = malloc(rows * rb);
+    uint32_t s = 777;
+    for (size_t i = 0; i < rows * rb; i++) {
+        s = s * 1664525u + 1013904223u;
+        w[i] = (unsigned char)(s >> 24);
+    }
+    uint16_t d = kern_f32_to_f16(0.001f);
+    for (size_t b = 0; b < rows * rb / bb; b++) {
+        unsigned char *p = w + b * bb + (t == MOE_Q6_K ? 208 : 0);
+        memcpy(p, &d, 2);
+        if (t == MOE_Q4_K || t == MOE_Q5_K)
+            memcpy(p + 2, &d, 2);
+    }
+    return w;
+}
+
+typedef struct {
+    moe_dtype t;
+    const unsigned char *W;
+    size_t rows, cols, n;
+    float *X, *Y, *tile;
+} q_args;
+
+static void run_qmatvec(void *arg)
+{
+    q_args *a = arg;
+    kern_matvec_n(a->t, a->W, a->cols, a->X, a->n, a->Y, a->rows, 0, a->rows);
+}
+
+/* matmul's sgemm path on one thread: tiles of 256 rows dequantised, then sgemm. */
+static void run_qgemm(void *arg)
+{
+    q_args *a = arg;
+    size_t rb = kern_row_bytes(a->t, a->cols);
+    for (size_t r0 = 0; r0 < a->rows; r0 += 256) {
+        size_t nr = a->rows - r0 < 256 ? a->rows - r0 : 256;
+        kern_to_f32(a->t, a->W + r0 * rb, a->tile, nr * a->cols);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)a->n, (int)nr, (int)a->cols, 1.0f, a->X,
+                    (int)a->cols, a->tile, (int)a->cols, 0.0f, a->Y + r0, (int)a->rows);
+    }
+}
+
+/* As time_it, in this thread's CPU time: on a machine shared with other
+ * work, single-thread comparisons are then less at the mercy of the load. */
+static double cpu_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static double cpu_time_it(void (*fn)(void *), void *arg)
+{
+    fn(arg);
+    double best = 1e30, end = now() + 1.0;
+    do {
+        int reps = 0;
+        double t0 = cpu_now(), t;
+        do {
+            fn(arg);
+            reps++;
+        } while ((t = cpu_now() - t0) < 0.02);
+        if (t / reps < best)
+            best = t / reps;
+    } while (now() < end);
+    return best;
+}
+
+static void bench_qsweep(void)
+{
+    static const size_t ns[] = {1, 4, 8, 16, 32, 48, 64, 96, 128};
+    size_t rows = 2048, cols = 1024;
+    openblas_set_num_threads(1);
+    for (size_t k = 0; k < sizeof qtypes / sizeof qtypes[0]; k++) {
+        moe_dtype t = qtypes[k];
+        q_args a = {t, random_quant(t, rows, cols), rows, cols, 1, random_floats(128 * cols),
+                    malloc(128 * rows * sizeof(float)), malloc(256 * cols * sizeof(float))};
+        a.n = 1;
+        double mv1 = cpu_time_it(run_qmatvec, &a);
+        printf("%-5s %zu x %zu, 1 thread: n 1 matvec %.1f us (%.1f GB/s); GFLOP/s matvec/sgemm:", qnames[k],
+               rows, cols, 1e6 * mv1, (double)rows * kern_row_bytes(t, cols) / mv1 / 1e9);
+        for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+            a.n = ns[i];
+            double mv = cpu_time_it(run_qmatvec, &a), gm = cpu_time_it(run_qgemm, &a), f = 2.0 * ns[i] * rows * cols / 1e9;
+            printf(" %zu:%.0f/%.0f", ns[i], f / mv, f / gm);
+        }
+        printf("\n");
+        fflush(stdout);
+        free((void *)a.W);
+        free(a.X);
+        free(a.Y);
+        free(a.tile);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *what = argc > 1 ? argv[1] : "all";
@@ -287,5 +395,7 @@ int main(int argc, char **argv)
         bench_sweep();
     if (all || strcmp(what, "gemm") == 0)
         bench_gemm();
+    if (all || strcmp(what, "qsweep") == 0)
+        bench_qsweep();
     return 0;
 }

@@ -28,6 +28,7 @@ void chat_done(chat_state *c)
 {
     chat_clear(c);
     free(c->turns);
+    free(c->system);
     free(c->src);
     free(c->bos);
     free(c->eos);
@@ -66,7 +67,7 @@ int chat_set_template(tui *t, const char *name, char *msg, size_t len)
     chat_state *c = &t->chat;
     moe_error err = {0};
     if (!t->tok) {
-        snprintf(msg, len, "chat needs a tokenizer, and this model has no tokenizer.json");
+        snprintf(msg, len, "chat needs a tokenizer, and this model has none (no tokenizer.json, or a GGUF file without a vocabulary)");
         return -1;
     }
     /* BOS/EOS texts come from tokenizer_config.json whichever template is used */
@@ -132,6 +133,16 @@ fail:
     return -1;
 }
 
+int chat_set_system(chat_state *c, const char *text)
+{
+    char *s = text && *text ? strdup(text) : NULL;
+    if (text && *text && !s)
+        return -1;
+    free(c->system);
+    c->system = s;
+    return 0;
+}
+
 int chat_add_turn(chat_state *c, const char *role, const char *text, size_t n)
 {
     if (c->n_turns == c->cap_turns) {
@@ -159,14 +170,27 @@ int chat_render_ids(tui *t, const char *user, int32_t **ids, int *n, moe_error *
         return -1;
     }
     char *text = NULL;
+    /* the system message first, then the turns */
+    int sys = c->system != NULL, nm = c->n_turns + sys;
+    moe_chat_message *msgs = malloc((size_t)nm * sizeof *msgs);
+    if (!msgs) {
+        snprintf(err->msg, sizeof err->msg, "out of memory");
+        free((char *)c->turns[--c->n_turns].content);
+        return -1;
+    }
+    if (sys)
+        msgs[0] = (moe_chat_message){"system", c->system};
+    memcpy(msgs + sys, c->turns, (size_t)c->n_turns * sizeof *msgs);
     /* a rendered template carries its own BOS, as apply_chat_template assumes */
-    if (moe_chat_render(c->src, c->turns, c->n_turns, 1, c->bos, c->eos, &text, err) ||
+    if (moe_chat_render(c->src, msgs, nm, 1, c->bos, c->eos, &text, err) ||
         moe_tokenizer_encode(t->tok, text, strlen(text), 0, ids, n, err)) {
         free(text);
+        free(msgs);
         free((char *)c->turns[--c->n_turns].content);
         return -1;
     }
     free(text);
+    free(msgs);
     return 0;
 }
 

@@ -199,6 +199,31 @@ static int cmd_chat(tui *t, const char *verb, const char *arg)
     return KEY_REDRAW;
 }
 
+static int cmd_system(tui *t, const char *verb, const char *arg)
+{
+    (void)verb;
+    if (!*arg) {
+        tui_message(t, 0, "system: %s", t->chat.system ? t->chat.system : "none (:system TEXT sets one)");
+        return KEY_REDRAW;
+    }
+    if (t->busy) {
+        tui_message(t, 1, "busy generating: Esc stops it first");
+        return KEY_REDRAW;
+    }
+    int none = !strcmp(arg, "none");
+    pthread_mutex_lock(&t->sess_lock);
+    int rc = chat_set_system(&t->chat, none ? NULL : arg);
+    pthread_mutex_unlock(&t->sess_lock);
+    if (rc)
+        tui_message(t, 1, "system: out of memory");
+    else if (!t->chat.on)
+        tui_message(t, 0, "system message %s; it applies in chat mode (:chat on)", none ? "removed" : "set");
+    else
+        tui_message(t, 0, "system message %s: the next prompt renders the conversation with it",
+                    none ? "removed" : "set");
+    return KEY_REDRAW;
+}
+
 static int cmd_template(tui *t, const char *verb, const char *arg)
 {
     (void)verb;
@@ -286,10 +311,23 @@ static const command COMMANDS[] = {
     {"eos", NULL, "on | off", "stop at end-of-text (on) or go on", cmd_eos, 1},
     {"chat", NULL, "[on | off]", "chat mode: prompts as turns of the template", cmd_chat, 1},
     {"template", NULL, "[NAME | FILE]", "chat template: model, chatml, llama3, ...", cmd_template, 1},
+    {"system", NULL, "[TEXT | none]", "chat: the system message (shown without TEXT)", cmd_system, 1},
     {"help", NULL, "", "this help", cmd_help, 0},
     {"quit", "q", "", "leave moescope", cmd_quit, 0},
 };
 #define N_COMMANDS (int)(sizeof COMMANDS / sizeof COMMANDS[0])
+
+int command_exists(const char *line)
+{
+    while (*line == ' ' || *line == ':')
+        line++;
+    size_t n = strcspn(line, " ");
+    for (int i = 0; i < N_COMMANDS; i++)
+        if ((strlen(COMMANDS[i].name) == n && !strncmp(line, COMMANDS[i].name, n)) ||
+            (COMMANDS[i].alias && strlen(COMMANDS[i].alias) == n && !strncmp(line, COMMANDS[i].alias, n)))
+            return 1;
+    return 0;
+}
 
 int command_run(tui *t, const char *line)
 {

@@ -12,6 +12,7 @@
 #include "../args.h"
 #include "../cli.h"
 #include "../colour.h"
+#include "../settings.h"
 #include "explore.h"
 #include "term.h"
 #include "tui.h"
@@ -25,13 +26,16 @@ static const char EXPLORE_USAGE[] =
     "  --seed S               sampling seed (default: random)\n"
     "  -t, --threads N        threads (default: all cores)\n"
     "  -c, --ctx-size N       context length (default: min(model maximum, 4096))\n"
+    "  --kv-type T            KV cache type: f32 (default) or f16 (half the memory)\n"
     "  --ignore-eos           keep generating past the end-of-sequence token\n"
     "  --template NAME|FILE   chat with this template (chatml, llama3, mistral, tulu, or a file)\n"
     "  --raw                  raw completion even when the model has a chat template\n"
+    "  --system TEXT          chat: the system message (also :system TEXT inside)\n"
     "  --restore, --no-restore  restore the unsaved session of a crashed explorer without\n"
     "                         asking, or start afresh (default: ask)\n"
     "Settings: $XDG_CONFIG_HOME/moescope/config (~/.config/moescope/config), key = value lines:\n"
-    "  palette = okabe-ito | classic, colour = vote | LAYER, model = PATH, threads = N, mouse = on | off\n"
+    "  palette = okabe-ito | classic, colour = vote | LAYER, model = PATH, threads = N, mouse = on | off,\n"
+    "  bind KEY = COMMAND (a : command on a key: bind F5 = reprefill, bind x = off 3)\n"
     "Inside: F1 or ? lists every key and command.\n";
 
 /* The bundled model: $MOESCOPE_MODEL, then beside the executable
@@ -74,7 +78,7 @@ static int find_default_model(char *buf, size_t len)
 }
 
 /* colour = LAYER from the settings, or a warning when it is no MoE layer. */
-static void colour_setting(tui *t, tui_settings *cfg)
+static void colour_setting(tui *t, ui_settings *cfg)
 {
     if (!cfg->colour[0] || !strcmp(cfg->colour, "vote"))
         return;
@@ -89,8 +93,9 @@ static void colour_setting(tui *t, tui_settings *cfg)
 
 int cmd_explore(int argc, char **argv)
 {
-    const char *model = NULL, *template_name = NULL;
+    const char *model = NULL, *template_name = NULL, *system = NULL;
     long threads = 0, ctx = 0, n_predict = 64;
+    moe_dtype kv_type = MOE_F32;
     int ignore_eos = 0, seed_set = 0, raw = 0, restore = -1;
     moe_sampler_params sp = moe_sampler_defaults();
     for (int i = 1; i < argc; i++) {
@@ -121,8 +126,16 @@ int cmd_explore(int argc, char **argv)
         } else if (IS("-c") || IS("--ctx-size")) {
             if (!arg_int(a, v, 16, 1 << 20, &ctx)) return 2;
             i++;
+        } else if (IS("--kv-type")) {
+            if (!v || (strcmp(v, "f32") && strcmp(v, "f16")))
+                return fail_msg("--kv-type takes f32 or f16") + 1;
+            kv_type = strcmp(v, "f16") ? MOE_F32 : MOE_F16;
+            i++;
         } else if (IS("--template")) {
             template_name = v;
+            i++;
+        } else if (IS("--system")) {
+            system = v;
             i++;
         } else if (IS("--temp")) {
             if (!arg_float(a, v, 0, 100, &f)) return 2;
@@ -140,7 +153,7 @@ int cmd_explore(int argc, char **argv)
         }
 #undef IS
     }
-    tui_settings cfg;
+    ui_settings cfg;
     settings_load(&cfg);
     colour_palette_set((colour_palette)cfg.palette);
     if (!threads)
@@ -172,8 +185,10 @@ int cmd_explore(int argc, char **argv)
     t->cmd_kind = ':';
     t->match_first = t->match_last = -1;
     t->mouse = cfg.mouse;
+    screen_bind_keys(t, &cfg);
     moe_session_params prm = {(int)ctx, (int)threads, 0};
-    if (moe_model_open(model, &t->m, &err) || moe_session_new(t->m, &prm, &t->s, &err)) {
+    if (moe_model_open(model, &t->m, &err) || moe_session_new(t->m, &prm, &t->s, &err) ||
+        moe_session_set_kv_type(t->s, kv_type, &err)) {
         fail_msg("%s", err.msg);
         goto done;
     }
@@ -182,9 +197,7 @@ int cmd_explore(int argc, char **argv)
         fail_msg("%s", err.msg);
         goto done;
     }
-    char tp[PATH_MAX + 32];
-    snprintf(tp, sizeof tp, "%s/tokenizer.json", t->info->path);
-    if (access(tp, R_OK) == 0 && moe_tokenizer_open(t->info->path, &t->tok, &err)) {
+    if (moe_tokenizer_present(t->info->path) && moe_tokenizer_open(t->info->path, &t->tok, &err)) {
         fail_msg("%s", err.msg);
         goto done;
     }
@@ -214,7 +227,11 @@ int cmd_explore(int argc, char **argv)
                    template_name;
     else if (template_name)
         chat_err = 1, snprintf(chat_msg, sizeof chat_msg, "--template: %s",
-                               raw ? "--raw turns chat off" : "this model has no tokenizer.json");
+                               raw ? "--raw turns chat off" : "this model has no tokenizer");
+    if (system && chat_set_system(&t->chat, system)) {
+        fail_msg("out of memory");
+        goto done;
+    }
     colour_setting(t, &cfg);
     if (worker_start(t)) {
         fail_msg("cannot start the generation thread");
@@ -240,7 +257,7 @@ int cmd_explore(int argc, char **argv)
     if (old_msg[0] && restore)
         tui_message(t, 1, "%s", old_msg);
     else if (cfg.warn[0])
-        tui_message(t, 1, "%s", cfg.warn);
+        tui_message(t, 1, "%s (in %s)", cfg.warn, cfg.path);
     else if (chat_err)
         tui_message(t, 1, "%s", chat_msg);
     else if (!(old && restore == 1)) /* else the restore speaks */
@@ -333,7 +350,7 @@ int cmd_view(int argc, char **argv)
     transcript *rec = transcript_load(file, msg, sizeof msg);
     if (!rec) /* before the terminal is touched */
         return fail_msg("%s", msg);
-    tui_settings cfg;
+    ui_settings cfg;
     settings_load(&cfg);
     colour_palette_set((colour_palette)cfg.palette);
     tui *t = calloc(1, sizeof *t);
@@ -360,6 +377,7 @@ int cmd_view(int argc, char **argv)
     t->cmd_kind = ':';
     t->match_first = t->match_last = -1;
     t->mouse = cfg.mouse;
+    screen_bind_keys(t, &cfg);
     t->wake_fd[0] = t->wake_fd[1] = -1;
     moe_route *routes = calloc((size_t)R + 1, sizeof *routes);
     if (!routes || convo_init(&t->conv, R, E, tm->n_layers, NULL) ||
@@ -390,7 +408,7 @@ int cmd_view(int argc, char **argv)
     t->nocolour = term_nocolour();
     term_mouse(t->mouse);
     if (cfg.warn[0])
-        tui_message(t, 1, "%s", cfg.warn);
+        tui_message(t, 1, "%s (in %s)", cfg.warn, cfg.path);
     else
         tui_message(t, 0, "review of %s: %d tokens, %d turns, %d control changes, made %s; no model",
                     file, n, transcript_n_turns(rec), transcript_n_controls(rec), transcript_created(rec));

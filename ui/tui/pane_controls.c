@@ -1,7 +1,7 @@
 /* The panes that change the model: experts (on/off, force, the k dial,
  * scope all layers or the router's selected layer) and steering (neuron
- * offsets with sliders, and a picker of the latest token's most active
- * neurons). Every change goes through command_control, the `:` line's own
+ * offsets with sliders, and a picker of the most active neurons of the
+ * token under the cursor). Every change goes through command_control, the `:` line's own
  * path, so keys and commands cannot disagree. */
 #include <curses.h>
 #include <math.h>
@@ -26,8 +26,12 @@ const char *const STEER_HELP[] = {
     "Left/Right       delta -/+ 0.5;  < > (or H L) -/+ 5",
     "m                mute / unmute",
     "d Delete         remove",
-    "n                neuron picker: latest token's most active",
-    "                 neurons (router layer, expert row); Enter adds",
+    "n                neuron picker: the most active neurons of the",
+    "                 selected token (router layer, expert row);",
+    "                 t cycles expert / shared expert / residual;",
+    "                 Enter adds an offset",
+    "mouse            click an offset to select it, its track to set",
+    "                 the delta there, its arrows to step 0.5",
     NULL,
 };
 
@@ -214,6 +218,19 @@ static void steer_draw_review(tui *t, rect r)
     attroff(COLOR_PAIR(CP_DIM));
 }
 
+/* What the picker looks at: "L1 e3", "L1 shared", "L1 residual". */
+static void picker_target(const tui *t, char *buf, size_t len)
+{
+    if (t->pick_kind == MOE_OFFSET_RESID)
+        snprintf(buf, len, "L%d residual", t->pick_layer);
+    else if (t->pick_kind == MOE_OFFSET_SHARED)
+        snprintf(buf, len, "L%d shared", t->pick_layer);
+    else if (t->conv.n_experts)
+        snprintf(buf, len, "L%d e%d", t->pick_layer, t->pick_expert);
+    else
+        snprintf(buf, len, "L%d mlp", t->pick_layer);
+}
+
 void pane_steer_draw(tui *t, rect r)
 {
     if (t->review) {
@@ -226,10 +243,15 @@ void pane_steer_draw(tui *t, rect r)
         return;
     char name[48], line[128];
     if (t->picker) {
-        snprintf(line, sizeof line, "latest token, L%d e%d: most active", t->pick_layer, t->pick_expert);
+        picker_target(t, name, sizeof name);
+        snprintf(line, sizeof line, "#%d %s (t: target)", t->pick_pos, name);
         attron(COLOR_PAIR(CP_DIM));
         ui_text(y0, x0, line, w);
         attroff(COLOR_PAIR(CP_DIM));
+        t->steer_first = -1;
+        t->steer_rows = t->pick_n < h - 1 ? t->pick_n : h - 1;
+        t->hit_steer = (hit_rect){y0 + 1, x0, t->steer_rows, w};
+        t->slider_w = 0;
         for (int i = 0; i < t->pick_n && i + 1 < h; i++) {
             snprintf(line, sizeof line, " n%-6d %+8.3f", t->pick_neuron[i], (double)t->pick_val[i]);
             if (i == t->pick_sel)
@@ -248,6 +270,10 @@ void pane_steer_draw(tui *t, rect r)
         return;
     }
     int first = t->sel_steer >= h ? t->sel_steer - h + 1 : 0;
+    t->steer_first = first;
+    t->steer_rows = t->n_steer - first < h ? t->n_steer - first : h;
+    t->hit_steer = (hit_rect){y0, x0, t->steer_rows, w};
+    t->slider_w = 0;
     for (int i = first; i < t->n_steer && i - first < h; i++) {
         const steer_entry *se = &t->steer[i];
         offset_name(&se->o, name, sizeof name);
@@ -267,6 +293,7 @@ void pane_steer_draw(tui *t, rect r)
             /* slider over [-10, 10] */
             float d = se->o.delta < -10 ? -10 : se->o.delta > 10 ? 10 : se->o.delta;
             int pos = (int)((d + 10) / 20 * (sw - 1) + 0.5);
+            t->slider_x = x0 + used + 1, t->slider_w = sw;
             move(y, x0 + used);
             addstr("\xe2\x97\x80");
             for (int j = 0; j < sw; j++)
@@ -276,30 +303,33 @@ void pane_steer_draw(tui *t, rect r)
     }
 }
 
-static void picker_open(tui *t)
+/* Fill the picker with the most active neurons (by magnitude) of the
+ * selected token at the target in t->pick_*: the engine evaluates that
+ * token again under the controls in force, the session unchanged. */
+static int picker_fill(tui *t)
 {
-    if (t->review) {
-        tui_message(t, 1, "review mode: no model");
-        return;
-    }
-    const convo *c = &t->conv;
     const moe_model_info *in = t->info;
     int cap = in->ff > in->dense_ff ? in->ff : in->dense_ff;
+    if (cap < in->shared_ff)
+        cap = in->shared_ff;
     if (cap < in->dim)
         cap = in->dim;
     float *act = malloc((size_t)cap * sizeof *act);
-    if (!act)
-        return;
+    if (!act) {
+        tui_message(t, 1, "picker: out of memory");
+        return -1;
+    }
     moe_error err = {0};
-    t->pick_layer = c->n_routes ? c->route_layer[t->sel_route] : 0;
-    t->pick_expert = c->n_experts ? t->sel_expert : 0;
     pthread_mutex_lock(&t->sess_lock);
-    int n = c->n ? moe_session_activations(t->s, t->pick_layer, MOE_OFFSET_MLP, t->pick_expert, act, cap, &err) : -1;
+    int n = t->pick_pos < moe_session_pos(t->s)
+                ? moe_session_activations_at(t->s, t->pick_pos, t->pick_layer, t->pick_kind, t->pick_expert, act,
+                                             cap, &err)
+                : (snprintf(err.msg, sizeof err.msg, "token %d is no longer in the session", t->pick_pos), -1);
     pthread_mutex_unlock(&t->sess_lock);
     if (n < 0) {
-        tui_message(t, 1, "picker: %s", c->n ? err.msg : "no token yet: generate first");
+        tui_message(t, 1, "picker: %s", err.msg);
         free(act);
-        return;
+        return -1;
     }
     if (n > cap)
         n = cap;
@@ -315,9 +345,44 @@ static void picker_open(tui *t)
             t->pick_val[j] = act[i], t->pick_neuron[j] = i;
     }
     free(act);
-    t->picker = 1;
     t->pick_sel = 0;
-    tui_message(t, 0, "picker: Enter adds an offset of %+g to the neuron, Esc closes", 4.0);
+    return 0;
+}
+
+static void picker_open(tui *t)
+{
+    if (t->review) {
+        tui_message(t, 1, "review mode: no model");
+        return;
+    }
+    const convo *c = &t->conv;
+    if (!c->n) {
+        tui_message(t, 1, "picker: no token yet: generate first");
+        return;
+    }
+    t->pick_pos = t->cursor >= 0 && t->cursor < c->n ? t->cursor : c->n - 1;
+    t->pick_layer = c->n_routes ? c->route_layer[t->sel_route] : 0;
+    t->pick_expert = c->n_experts ? t->sel_expert : 0;
+    t->pick_kind = MOE_OFFSET_MLP;
+    if (picker_fill(t))
+        return;
+    t->picker = 1;
+    tui_message(t, 0, "picker: Enter adds an offset of %+g to the neuron, t changes the target, Esc closes", 4.0);
+}
+
+/* t in the picker: expert -> shared expert (where the model has one) ->
+ * residual stream -> expert. */
+static void picker_cycle(tui *t)
+{
+    moe_offset_kind was = t->pick_kind;
+    if (t->pick_kind == MOE_OFFSET_MLP && t->info->shared_ff)
+        t->pick_kind = MOE_OFFSET_SHARED;
+    else if (t->pick_kind != MOE_OFFSET_RESID)
+        t->pick_kind = MOE_OFFSET_RESID;
+    else
+        t->pick_kind = MOE_OFFSET_MLP;
+    if (picker_fill(t))
+        t->pick_kind = was;
 }
 
 int pane_steer_key(tui *t, int key)
@@ -328,8 +393,12 @@ int pane_steer_key(tui *t, int key)
         case KEY_UP: case 'k': if (t->pick_sel > 0) t->pick_sel--; return KEY_REDRAW;
         case KEY_DOWN: case 'j': if (t->pick_sel + 1 < t->pick_n) t->pick_sel++; return KEY_REDRAW;
         case 27: case 'n': t->picker = 0; return KEY_REDRAW;
+        case 't': picker_cycle(t); return KEY_REDRAW;
         case '\r': case '\n': case KEY_ENTER: {
-            moe_offset o = {t->pick_layer, MOE_OFFSET_MLP, t->conv.n_experts ? t->pick_expert : -1,
+            if (!t->pick_n)
+                return KEY_HANDLED;
+            moe_offset o = {t->pick_layer, t->pick_kind,
+                            t->pick_kind == MOE_OFFSET_MLP && t->conv.n_experts ? t->pick_expert : -1,
                             t->pick_neuron[t->pick_sel], 0};
             float d = t->pick_val[t->pick_sel] < 0 ? -4.0f : 4.0f;
             offset_arg(&o, d, arg, sizeof arg);
@@ -372,5 +441,36 @@ int pane_steer_key(tui *t, int key)
     if (se->muted)
         se->muted = 0;
     offset_arg(&se->o, d, arg, sizeof arg);
+    return command_control(t, "offset", arg);
+}
+
+int pane_steer_click(tui *t, int row, int x)
+{
+    if (t->picker) {
+        if (row < 0 || row >= t->pick_n)
+            return KEY_HANDLED;
+        if (row != t->pick_sel) {
+            t->pick_sel = row;
+            return KEY_REDRAW;
+        }
+        return pane_steer_key(t, '\n');
+    }
+    int i = t->steer_first + row;
+    if (row < 0 || i >= t->n_steer)
+        return KEY_HANDLED;
+    t->sel_steer = i;
+    if (t->slider_w < 2 || t->steer[i].muted)
+        return KEY_REDRAW;
+    if (x == t->slider_x - 1 || x == t->slider_x + t->slider_w) /* the arrows: a fine step */
+        return pane_steer_key(t, x < t->slider_x ? KEY_LEFT : KEY_RIGHT);
+    if (x < t->slider_x || x >= t->slider_x + t->slider_w)
+        return KEY_REDRAW;
+    /* the track spans [-10, 10]; land on the 0.5 grid the keys use, never 0 */
+    float d = -10.0f + 20.0f * (float)(x - t->slider_x) / (float)(t->slider_w - 1);
+    d = roundf(d * 2) / 2;
+    if (d == 0)
+        d = x - t->slider_x < t->slider_w / 2 ? -0.5f : 0.5f;
+    char arg[96];
+    offset_arg(&t->steer[i].o, d, arg, sizeof arg);
     return command_control(t, "offset", arg);
 }

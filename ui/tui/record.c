@@ -1,7 +1,8 @@
 /* The explorer's record of the session: a transcript (ui/transcript.h) fed
  * as things happen (tokens from the trace sink, turns from the worker,
  * control changes after each one), saved by `s` / `:save` and kept in
- * $XDG_STATE_HOME/moescope/autosave.json so that a crash, a closed
+ * $XDG_STATE_HOME/moescope/autosave.json (autosave-N.json for the Nth
+ * explorer running at once) so that a crash, a closed
  * terminal or `kill -9` loses at most the token being generated. The
  * autosave is written after every token while it is small, per turn and
  * every 2 s once it is large, and removed on a clean quit; the next start
@@ -10,10 +11,12 @@
  * rec_lock guards the transcript and the autosave state. It is the
  * innermost lock: taken with sess_lock or lock held, never the reverse. */
 #include <errno.h>
+#include <fcntl.h>
 #include <glob.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -24,6 +27,8 @@
 /* Below this the autosave follows every token; above, turns and a timer. */
 #define AUTOSAVE_SMALL (4L << 20)
 #define AUTOSAVE_PERIOD 2.0
+/* Explorers running at once, each with its own autosave file. */
+#define AUTOSAVE_SLOTS 16
 
 static double now(void)
 {
@@ -53,8 +58,32 @@ int record_init(tui *t)
             *p = '/';
         }
     mkdir(dir, 0700);
-    snprintf(t->autosave, sizeof t->autosave, "%s/autosave.json", dir);
-    /* temporary files of saves that a kill interrupted */
+    /* A slot per running explorer, held by a lock the kernel drops when the
+     * process dies (kill -9 too): a free slot with a file in it is a
+     * crashed session's, offered first; else the first free slot. */
+    char path[4096], lock[4200];
+    for (int pass = 0; pass < 2 && !t->autosave[0]; pass++)
+        for (int i = 0; i < AUTOSAVE_SLOTS && !t->autosave[0]; i++) {
+            if (i)
+                snprintf(path, sizeof path, "%s/autosave-%d.json", dir, i + 1);
+            else
+                snprintf(path, sizeof path, "%s/autosave.json", dir);
+            if (pass == 0 && access(path, F_OK) != 0)
+                continue;
+            snprintf(lock, sizeof lock, "%s.lock", path);
+            int fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+            if (fd < 0)
+                continue;
+            if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+                close(fd);
+                continue;
+            }
+            t->autosave_fd = fd;
+            snprintf(t->autosave, sizeof t->autosave, "%s", path);
+        }
+    if (!t->autosave[0])
+        return 0; /* every slot taken: this explorer keeps no autosave */
+    /* temporary files of this slot's saves that a kill interrupted */
     char pat[4200];
     glob_t g;
     snprintf(pat, sizeof pat, "%s.tmp??????", t->autosave);
@@ -67,6 +96,9 @@ int record_init(tui *t)
 
 void record_done(tui *t)
 {
+    if (t->autosave[0])
+        close(t->autosave_fd); /* frees the slot */
+    t->autosave[0] = 0;
     transcript_free(t->rec);
     t->rec = NULL;
     pthread_mutex_destroy(&t->rec_lock);
@@ -228,6 +260,7 @@ void restore_job(tui *t, transcript *old)
         moe_session_reset(t->s);
         moe_session_reset_controls(t->s);
         chat_clear(&t->chat);
+        chat_set_system(&t->chat, NULL); /* the old session's own, if it had one, comes with its turns */
         pthread_mutex_lock(&t->lock);
         convo_clear(&t->conv);
         pthread_mutex_unlock(&t->lock);
@@ -244,7 +277,9 @@ void restore_job(tui *t, transcript *old)
         for (; ok && it < nt && transcript_turn_at(old, it)->token <= i; it++) {
             const transcript_turn *u = transcript_turn_at(old, it);
             record_turn(t, u->role, u->text);
-            if (t->chat.on) /* the template renders them for the next prompt */
+            if (t->chat.on && !strcmp(u->role, "system"))
+                chat_set_system(&t->chat, u->text);
+            else if (t->chat.on) /* the template renders them for the next prompt */
                 chat_add_turn(&t->chat, static_role(u->role), u->text, strlen(u->text));
         }
         if (!ok || i == n)

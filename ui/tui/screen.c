@@ -5,11 +5,13 @@
  * new tokens are paced to ~30 per second; frames caused by keys are drawn
  * at once. */
 #include <curses.h>
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 #include <wchar.h>
@@ -224,14 +226,13 @@ static void draw_help(tui *t, int H, int W)
         n++;
     for (const char *const *p = STEER_HELP; *p; p++)
         n++;
-    n += nc + 8;
+    n += nc + 8 + (t->n_binds ? t->n_binds + 1 : 0);
     int hw = W - 4 < 78 ? W - 4 : 78, hh = H - 2 < n ? H - 2 : n;
     rect r = {(H - hh) / 2, (W - hw) / 2, hh, hw};
     for (int y = r.y; y < r.y + r.h; y++)
         mvhline(y, r.x, ' ', r.w);
     ui_frame(r, "Help \xc2\xb7 any key closes", 1);
     int y = r.y + 1, x = r.x + 2, w = r.w - 4, end = r.y + r.h - 1;
-    (void)t;
 #define SECTION(name, arr)                                                                 \
     if (y < end) {                                                                         \
         attron(A_BOLD);                                                                    \
@@ -240,6 +241,16 @@ static void draw_help(tui *t, int H, int W)
     }                                                                                      \
     for (const char *const *p = arr; *p && y < end; p++)                                   \
         ui_text(y++, x + 1, *p, w - 1);
+    if (t->n_binds && y < end) {
+        attron(A_BOLD);
+        ui_text(y++, x, "Your keys (bind lines of the settings file; they come first)", w);
+        attroff(A_BOLD);
+    }
+    for (int i = 0; i < t->n_binds && y < end; i++) {
+        char line[128];
+        snprintf(line, sizeof line, "%-16s :%s", t->binds[i].name, t->binds[i].command);
+        ui_text(y++, x + 1, line, w - 1);
+    }
     SECTION("Everywhere", GLOBAL)
     SECTION("Transcript", TRANSCRIPT_HELP)
     SECTION("Experts", EXPERTS_HELP)
@@ -263,7 +274,7 @@ static void draw(tui *t)
     erase();
     curs_set(0);
     /* the panes say where clicks land as they draw */
-    t->hit_transcript = t->hit_router = t->hit_experts = (hit_rect){0, 0, 0, 0};
+    t->hit_transcript = t->hit_router = t->hit_experts = t->hit_steer = (hit_rect){0, 0, 0, 0};
     if (W < TERM_MIN_W || H < TERM_MIN_H) {
         char m[96];
         snprintf(m, sizeof m, "moescope needs %dx%d; this terminal is %dx%d", TERM_MIN_W, TERM_MIN_H, W, H);
@@ -466,6 +477,83 @@ static const key_action GLOBAL_KEYS[] = {
     {'C', act_chat},
 };
 
+/* ---- the settings' key bindings ----------------------------------------- */
+
+static const struct {
+    const char *name;
+    int key;
+} KEY_NAMES[] = {
+    {"Space", ' '},          {"Enter", '\n'},        {"Tab", '\t'},        {"BTab", KEY_BTAB},
+    {"S-Tab", KEY_BTAB},     {"Up", KEY_UP},         {"Down", KEY_DOWN},   {"Left", KEY_LEFT},
+    {"Right", KEY_RIGHT},    {"Home", KEY_HOME},     {"End", KEY_END},     {"PgUp", KEY_PPAGE},
+    {"PgDn", KEY_NPAGE},     {"Delete", KEY_DC},     {"Insert", KEY_IC},   {"Backspace", KEY_BACKSPACE},
+};
+
+/* "x", "F5", "C-t", "PgDn" to a curses key code; -1 unknown, -2 reserved
+ * (Esc and Ctrl-C always stop, so they cannot be bound). */
+static int key_code(const char *name)
+{
+    size_t n = strlen(name);
+    if (n == 1 && name[0] > ' ' && name[0] < 127)
+        return (unsigned char)name[0];
+    if ((name[0] == 'F' || name[0] == 'f') && n >= 2 && n <= 3 && isdigit((unsigned char)name[1]) &&
+        (n == 2 || isdigit((unsigned char)name[2]))) {
+        int f = atoi(name + 1);
+        return f >= 1 && f <= 12 ? KEY_F(f) : -1;
+    }
+    if (n == 3 && (name[0] == 'C' || name[0] == 'c') && name[1] == '-' && isalpha((unsigned char)name[2])) {
+        int c = tolower((unsigned char)name[2]) - 'a' + 1;
+        return c == 3 ? -2 : c; /* C-c */
+    }
+    if (!strcasecmp(name, "Esc") || !strcasecmp(name, "Escape"))
+        return -2;
+    for (size_t i = 0; i < sizeof KEY_NAMES / sizeof KEY_NAMES[0]; i++)
+        if (!strcasecmp(name, KEY_NAMES[i].name))
+            return KEY_NAMES[i].key;
+    return -1;
+}
+
+void screen_bind_keys(tui *t, ui_settings *cfg)
+{
+    t->n_binds = 0;
+    for (int i = 0; i < cfg->n_binds; i++) {
+        const char *name = cfg->binds[i].key, *cmd = cfg->binds[i].command;
+        int key = key_code(name);
+        if (key == -2) {
+            settings_warn(cfg, "config line %d: %s is not bindable (it stops generating)", cfg->binds[i].line, name);
+            continue;
+        }
+        if (key < 0) {
+            settings_warn(cfg, "config line %d: unknown key name '%s'", cfg->binds[i].line, name);
+            continue;
+        }
+        if (!command_exists(cmd)) {
+            settings_warn(cfg, "config line %d: unknown command '%.40s'", cfg->binds[i].line, cmd);
+            continue;
+        }
+        int j = 0; /* a later line for the same key replaces the earlier */
+        while (j < t->n_binds && t->binds[j].key != key)
+            j++;
+        t->binds[j].key = key;
+        snprintf(t->binds[j].name, sizeof t->binds[j].name, "%s", name);
+        snprintf(t->binds[j].command, sizeof t->binds[j].command, "%s", cmd);
+        if (j == t->n_binds)
+            t->n_binds++;
+    }
+}
+
+/* A bound key runs its command; in the prompt only function keys are
+ * looked up, so typing and readline's own keys stay as they are. */
+static int bound_key(tui *t, int key)
+{
+    if (t->focus == FOCUS_PROMPT && !t->review && !(key >= KEY_F(1) && key <= KEY_F(12)))
+        return KEY_UNHANDLED;
+    for (int i = 0; i < t->n_binds; i++)
+        if (t->binds[i].key == key)
+            return command_run(t, t->binds[i].command) | KEY_REDRAW;
+    return KEY_UNHANDLED;
+}
+
 static int pane_key(tui *t, int key)
 {
     switch (t->focus) {
@@ -551,6 +639,10 @@ static int mouse_event(tui *t)
         t->focus = FOCUS_EXPERTS;
         return KEY_REDRAW;
     }
+    if (INSIDE(t->hit_steer) && !t->review) {
+        t->focus = FOCUS_STEER;
+        return pane_steer_click(t, y - r->y, x) | KEY_REDRAW;
+    }
 #undef INSIDE
     if (y == H - 2 && !t->review)
         t->focus = FOCUS_PROMPT;
@@ -607,6 +699,9 @@ static int handle_key(tui *t, int key)
     getmaxyx(stdscr, H, W);
     if (W < TERM_MIN_W || H < TERM_MIN_H) /* nothing to act on but quitting */
         return key == 'q' ? KEY_QUIT : KEY_HANDLED;
+    int bound = bound_key(t, key);
+    if (bound)
+        return bound;
     if (t->focus == FOCUS_PROMPT && !t->review) {
         if (key == '\t' || (key == 27 && !t->busy))
             return act_focus_next(t);

@@ -16,6 +16,7 @@
 #include <signal.h>
 #include <stdint.h>
 
+#include "../settings.h"
 #include "../transcript.h"
 #include "convo.h"
 #include "moescope/moescope.h"
@@ -46,6 +47,7 @@ typedef struct {
     int n_stops;
     moe_chat_message *turns;   /* (n_turns) roles are static, contents malloc'ed */
     int n_turns, cap_turns;
+    char *system;              /* the system message rendered before the turns; NULL none */
 } chat_state;
 
 /* What a click can land on, as the last frame laid it out. */
@@ -95,6 +97,7 @@ typedef struct tui {
     long rec_bytes;            /* its size */
     int autosave_err;          /* a failed autosave was reported */
     char autosave[4096];       /* the autosave's path; "" none */
+    int autosave_fd;           /* holds the flock on its slot while autosave[0] */
     int autosave_off;          /* not now: review mode, or the restore question is open */
     transcript *restore;       /* UI thread: the autosave offered for restoring */
 
@@ -116,8 +119,17 @@ typedef struct tui {
     int picker;                /* the neuron picker is open */
     int pick_sel, pick_n, pick_neuron[PICK_N];
     float pick_val[PICK_N];
-    int pick_layer, pick_expert;
+    int pick_layer, pick_expert, pick_pos; /* where the picker looked */
+    moe_offset_kind pick_kind; /* routed/dense MLP, shared expert or residual */
+    int steer_first, steer_rows; /* offsets shown, for clicks */
+    int slider_x, slider_w;    /* the sliders' track columns; 0 wide: none */
     int help;
+    struct {                   /* the settings file's `bind KEY = COMMAND` */
+        int key;               /* a curses key code */
+        char name[16];
+        char command[96];
+    } binds[SETTINGS_MAX_BINDS];
+    int n_binds;
     int cmdline;               /* the `:` line is open */
     char cmd[256];
     int cmd_len;
@@ -180,8 +192,13 @@ int chat_add_turn(chat_state *c, const char *role, const char *text, size_t n);
  * (chatml, llama3, ...) or a file; turns chat mode on. Called with
  * sess_lock held. 0, or -1 with the reason in msg (nothing changed). */
 int chat_set_template(tui *t, const char *name, char *msg, size_t len);
-/* Forget the turns (a new conversation). sess_lock held. */
+/* Forget the turns (a new conversation; the system message stays).
+ * sess_lock held. */
 void chat_clear(chat_state *c);
+/* Set the system message (copied; NULL or "" removes it). It is rendered
+ * before the turns from the next prompt on. 0, or -1 out of memory.
+ * sess_lock held. */
+int chat_set_system(chat_state *c, const char *text);
 void chat_done(chat_state *c);
 /* Append the user's turn, render the whole conversation with the
  * generation prompt and encode it: *ids (malloc'ed) of *n tokens. On
@@ -194,23 +211,13 @@ int chat_is_stop(const chat_state *c, int32_t id);
 /* The name of expert e ("logic") or NULL when experts are numbers. */
 const char *tui_expert_name(const tui *t, int e);
 
-/* ---- settings.c: $XDG_CONFIG_HOME/moescope/config ---- */
-typedef struct {
-    int palette;               /* colour_palette */
-    char colour[32];           /* "vote" or a layer number; "" unset */
-    char model[4096];          /* default model; "" unset */
-    int threads;               /* 0 unset */
-    int mouse;                 /* 1 on (default), 0 off */
-    char warn[512];            /* problems found, for the message bar */
-} tui_settings;
-/* Read the settings file (missing: defaults, no warning). Never fails:
- * unknown keys and bad values are skipped and described in cfg->warn. */
-void settings_load(tui_settings *cfg);
 
 /* ---- commands.c ---- */
 /* Run one `:` line ("off 3", "k L1:2", "save out.json"). Returns KEY_* flags;
  * the outcome is in t->msg. */
 int command_run(tui *t, const char *line);
+/* 1 when the line's verb names a command (or its alias). */
+int command_exists(const char *line);
 /* Apply a control verb under the session lock and refresh the view. */
 int command_control(tui *t, const char *verb, const char *arg);
 void view_refresh(tui *t);
@@ -244,6 +251,13 @@ void pane_experts_draw(tui *t, rect r);
 int pane_experts_key(tui *t, int key);
 void pane_steer_draw(tui *t, rect r);
 int pane_steer_key(tui *t, int key);
+/* Take the settings' key bindings: names to key codes, checked; a bad one
+ * is skipped with a warning added to cfg->warn. */
+void screen_bind_keys(tui *t, ui_settings *cfg);
+/* A click on row `row` of the steering pane's list at column x: selects
+ * the offset (or picker entry); on a slider's track it sets the delta
+ * there, on the picker's selected entry it adds that offset. */
+int pane_steer_click(tui *t, int row, int x);
 /* The selected token (clamped), or -1 when there is none. */
 int tui_selected(const tui *t);
 /* Key-help tables for the overlay: "key  what it does", NULL-terminated. */

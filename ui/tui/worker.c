@@ -89,7 +89,7 @@ static int prompt_ids(tui *t, const char *text, int32_t **ids, int *n, int *from
         return parse_ids(text, t->info->vocab, ids, n, err);
     if (!t->tok) {
         snprintf(err->msg, sizeof err->msg,
-                 "this model has no tokenizer.json: type token ids instead, as #1,5,9");
+                 "this model has no tokenizer (tokenizer.json or a GGUF vocabulary): type token ids instead, as #1,5,9");
         return -1;
     }
     if (!t->chat.on)
@@ -144,9 +144,12 @@ static void generate(tui *t, const char *text)
         convo_clear(&t->conv);
         pthread_mutex_unlock(&t->lock);
         record_restart(t);
+    }
+    if (chat && (reset || pos == 0) && t->chat.system)
+        record_turn(t, "system", t->chat.system);
+    if (reset)
         for (int i = 0; i + 1 < t->chat.n_turns; i++) /* all rendered again from token 0 */
             record_turn(t, t->chat.turns[i].role, t->chat.turns[i].content);
-    }
     record_turn(t, "user", text);
     pthread_mutex_lock(&t->lock);
     t->conv.prompt_mode = 1;

@@ -1,18 +1,14 @@
-/* The explorer's settings file, $XDG_CONFIG_HOME/moescope/config
- * (~/.config/moescope/config): `key = value` lines, `#` comments. A
- * problem in it never stops the explorer: the line is skipped and the
- * message bar says which line and why. */
+/* The settings file (see settings.h). */
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "../colour.h"
-#include "tui.h"
+#include "colour.h"
+#include "settings.h"
 
-static void warn(tui_settings *cfg, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void warn(tui_settings *cfg, const char *fmt, ...)
+void settings_warn(ui_settings *cfg, const char *fmt, ...)
 {
     size_t n = strlen(cfg->warn);
     if (n + 8 >= sizeof cfg->warn)
@@ -35,7 +31,7 @@ static char *trim(char *s)
     return s;
 }
 
-void settings_load(tui_settings *cfg)
+void settings_load(ui_settings *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
     cfg->palette = COLOUR_PALETTE_OKABE_ITO;
@@ -51,13 +47,14 @@ void settings_load(tui_settings *cfg)
     FILE *f = fopen(path, "r");
     if (!f)
         return; /* no settings: the defaults */
+    snprintf(cfg->path, sizeof cfg->path, "%s", path);
     char line[4096 + 64];
     int ln = 0;
     while (fgets(line, sizeof line, f)) {
         ln++;
         size_t len = strlen(line);
         if (len == sizeof line - 1 && line[len - 1] != '\n') {
-            warn(cfg, "config line %d: too long", ln);
+            settings_warn(cfg, "config line %d: too long", ln);
             int ch;
             while ((ch = fgetc(f)) != EOF && ch != '\n')
                 ;
@@ -68,7 +65,7 @@ void settings_load(tui_settings *cfg)
             continue;
         char *eq = strchr(s, '=');
         if (!eq) {
-            warn(cfg, "config line %d: expected key = value", ln);
+            settings_warn(cfg, "config line %d: expected key = value", ln);
             continue;
         }
         *eq = 0;
@@ -76,39 +73,48 @@ void settings_load(tui_settings *cfg)
         if (!strcmp(key, "palette")) {
             int p = colour_palette_find(val);
             if (p < 0)
-                warn(cfg, "config line %d: palette is okabe-ito or classic, not '%.32s'", ln, val);
+                settings_warn(cfg, "config line %d: palette is okabe-ito or classic, not '%.32s'", ln, val);
             else
                 cfg->palette = p;
         } else if (!strcmp(key, "colour") || !strcmp(key, "color")) {
             char *end;
             long l = strtol(val[0] == 'L' || val[0] == 'l' ? val + 1 : val, &end, 10);
             if (strcmp(val, "vote") && (!*val || *end || l < 0 || l > 4096))
-                warn(cfg, "config line %d: colour is vote or a layer number, not '%.32s'", ln, val);
+                settings_warn(cfg, "config line %d: colour is vote or a layer number, not '%.32s'", ln, val);
             else
                 snprintf(cfg->colour, sizeof cfg->colour, "%s", val);
         } else if (!strcmp(key, "model")) {
             if (!*val)
-                warn(cfg, "config line %d: model needs a path", ln);
+                settings_warn(cfg, "config line %d: model needs a path", ln);
             else
                 snprintf(cfg->model, sizeof cfg->model, "%s", val);
         } else if (!strcmp(key, "threads")) {
             char *end;
             long v = strtol(val, &end, 10);
             if (!*val || *end || v < 1 || v > 256)
-                warn(cfg, "config line %d: threads is 1 to 256, not '%.32s'", ln, val);
+                settings_warn(cfg, "config line %d: threads is 1 to 256, not '%.32s'", ln, val);
             else
                 cfg->threads = (int)v;
         } else if (!strcmp(key, "mouse")) {
             if (strcmp(val, "on") && strcmp(val, "off"))
-                warn(cfg, "config line %d: mouse is on or off, not '%.32s'", ln, val);
+                settings_warn(cfg, "config line %d: mouse is on or off, not '%.32s'", ln, val);
             else
                 cfg->mouse = !strcmp(val, "on");
+        } else if (!strncmp(key, "bind", 4) && isspace((unsigned char)key[4])) {
+            const char *k = trim(key + 4);
+            if (cfg->n_binds == SETTINGS_MAX_BINDS)
+                settings_warn(cfg, "config line %d: more than %d bindings", ln, SETTINGS_MAX_BINDS);
+            else if (!*val || strlen(k) >= sizeof cfg->binds[0].key || strlen(val) >= sizeof cfg->binds[0].command)
+                settings_warn(cfg, "config line %d: bind KEY = COMMAND", ln);
+            else {
+                snprintf(cfg->binds[cfg->n_binds].key, sizeof cfg->binds[0].key, "%s", k);
+                snprintf(cfg->binds[cfg->n_binds].command, sizeof cfg->binds[0].command, "%s",
+                         val + (val[0] == ':'));
+                cfg->binds[cfg->n_binds++].line = ln;
+            }
         } else {
-            warn(cfg, "config line %d: unknown key '%.32s'", ln, key);
+            settings_warn(cfg, "config line %d: unknown key '%.32s'", ln, key);
         }
     }
     fclose(f);
-    size_t n = strlen(cfg->warn);
-    if (n && n + strlen(path) + 6 < sizeof cfg->warn)
-        snprintf(cfg->warn + n, sizeof cfg->warn - n, " (in %.*s)", (int)(sizeof cfg->warn - n - 6), path);
 }

@@ -1,0 +1,272 @@
+/* Quantised weight types (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) in every ISA the
+ * CPU runs.
+ *
+ * Dequantisation must give exactly the values that tools/gen_gguf.py's
+ * numpy dequantiser (written from ggml's dequantize_row_*) wrote into
+ * tests/fixtures/quant/TYPE.f32 for the blocks of TYPE.bin: both round
+ * every product and difference to f32 in ggml's order, so equality is
+ * bitwise.
+ *
+ * Products (kern_matvec_n, n = 1..6: up to four vectors the fused
+ * kernels, beyond four dequantised rows through the f32 kernels; and
+ * matmul on a pool, whose n over 48 dequantise tiles for sgemm) are
+ * compared with a dot product in double
+ * over those expected values, within 1e-5 · Σ|w·x| as test_kernels.c
+ * argues for f32 accumulation; and each SIMD kernel with the portable one
+ * on random blocks (random bytes with a finite scale, and scales near the
+ * f16 extremes), within the same bound. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "kernels.h"
+#include "matmul.h"
+#include "pool.h"
+#include "quant.h"
+#include "tap.h"
+#include "testutil.h"
+
+#define TOL 1e-5
+
+static const char *const isas[] = {"portable", "avx2", "avx512"};
+enum { N_ISAS = 3, N_TYPES = 5 };
+static const moe_dtype types[N_TYPES] = {MOE_Q8_0, MOE_Q4_0, MOE_Q4_K, MOE_Q5_K, MOE_Q6_K};
+static const char *const files[N_TYPES] = {"q8_0", "q4_0", "q4_k", "q5_k", "q6_k"};
+
+static uint64_t rng_state = 0x243f6a8885a308d3u;
+
+static uint64_t rng_u64(void) /* splitmix64 */
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+static float rng_unit(void) /* uniform in [-1, 1) */
+{
+    return (float)((double)(rng_u64() >> 40) / (double)(1u << 23) - 1.0);
+}
+
+static void *read_file(const char *name, const char *ext, size_t *len)
+{
+    char path[1024];
+    snprintf(path, sizeof path, "%s/tests/fixtures/quant/%s%s", test_srcdir(), name, ext);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    void *p = malloc(n > 0 ? (size_t)n : 1);
+    *len = fread(p, 1, (size_t)n, f);
+    fclose(f);
+    return p;
+}
+
+/* Random blocks: random bytes, with the f16 scale fields set to a finite
+ * value of magnitude about `scale` (kept below 2^15, so no block overflows
+ * f32: |w| < 2^15 · 127 · 63). */
+static unsigned char *random_blocks(moe_dtype t, size_t nblocks, float scale)
+{
+    size_t bb = quant_block_bytes(t);
+    unsigned char *p = malloc(nblocks * bb);
+    for (size_t i = 0; i < nblocks * bb; i++)
+        p[i] = (unsigned char)rng_u64();
+    for (size_t b = 0; b < nblocks; b++) {
+        unsigned char *q = p + b * bb;
+        size_t at = t == MOE_Q6_K ? 208 : 0, count = t == MOE_Q4_K || t == MOE_Q5_K ? 2 : 1;
+        for (size_t k = 0; k < count; k++) {
+            uint16_t h = kern_f32_to_f16(scale * rng_unit());
+            memcpy(q + at + 2 * k, &h, 2);
+        }
+    }
+    return p;
+}
+
+static float *random_floats(size_t n)
+{
+    float *x = malloc(n * sizeof *x);
+    for (size_t i = 0; i < n; i++)
+        x[i] = rng_unit();
+    return x;
+}
+
+/* Y (n, rows) against double dot products of the expected weights. */
+static int check_against(const float *w, size_t rows, size_t cols, const float *X, size_t n, const float *Y,
+                         double *worst)
+{
+    int good = 1;
+    for (size_t v = 0; v < n; v++)
+        for (size_t r = 0; r < rows; r++) {
+            double ref = 0, mag = 0;
+            for (size_t j = 0; j < cols; j++) {
+                ref += (double)w[r * cols + j] * X[v * cols + j];
+                mag += fabs((double)w[r * cols + j] * X[v * cols + j]);
+            }
+            double e = fabs(Y[v * rows + r] - ref) / (mag > 0 ? mag : 1);
+            if (e > *worst)
+                *worst = e;
+            good &= fabs(Y[v * rows + r] - ref) <= TOL * mag + 1e-30;
+        }
+    return good;
+}
+
+static void test_fixture(int ti, const char *isa)
+{
+    moe_dtype t = types[ti];
+    size_t nb, nf;
+    unsigned char *raw = read_file(files[ti], ".bin", &nb);
+    float *want = read_file(files[ti], ".f32", &nf);
+    if (!raw || !want) {
+        ok(0, "%s: tests/fixtures/quant/%s.bin and .f32 are readable", isa, files[ti]);
+        free(raw);
+        free(want);
+        return;
+    }
+    size_t B = quant_block(t), bb = quant_block_bytes(t), nblocks = nb / bb, n = nblocks * B;
+    ok(nb % bb == 0 && nf == n * sizeof(float), "%s: %s fixture: %zu blocks, %zu values", isa, moe_dtype_name(t),
+       nblocks, n);
+    float *got = malloc(n * sizeof *got);
+    kern_to_f32(t, raw, got, n);
+    size_t bad = 0, first = n;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&got[i], &want[i], sizeof *got) && !(got[i] == 0 && want[i] == 0)) {
+            bad++;
+            if (first == n)
+                first = i;
+        }
+    ok(bad == 0, "%s: %s dequantises to ggml's values exactly (%zu differ%s%.9g vs %.9g)", isa, moe_dtype_name(t), bad,
+       bad ? "; first: " : "", bad ? got[first] : 0.0, bad ? want[first] : 0.0);
+
+    /* The same blocks as a matrix: two blocks per row. */
+    size_t cols = 2 * B, rows = n / cols;
+    float *X = random_floats(6 * cols), *Y = malloc(6 * rows * sizeof *Y);
+    for (size_t v = 1; v <= 6; v++) {
+        memset(Y, 0, 6 * rows * sizeof *Y);
+        kern_matvec_n(t, raw, cols, X, v, Y, rows, 0, rows);
+        double worst = 0;
+        int good = check_against(want, rows, cols, X, v, Y, &worst);
+        ok(good,
+           "%s: %s matvec, %zu vector(s), %zu x %zu: within %g of Σ|w·x| (worst "
+           "%.1e)",
+           isa, moe_dtype_name(t), v, rows, cols, TOL, worst);
+    }
+    free(X);
+    free(Y);
+    free(got);
+    free(raw);
+    free(want);
+}
+
+/* Each SIMD kernel against the portable one on random blocks. */
+static void test_simd(int ti, const char *isa, float scale)
+{
+    moe_dtype t = types[ti];
+    size_t B = quant_block(t), cols = 8 * 256 + (B == 32 ? 96 : 0), rows = 37, n = 5;
+    unsigned char *W = random_blocks(t, rows * cols / B, scale);
+    float *X = random_floats(n * cols), *Yp = calloc(n * rows, sizeof *Yp), *Ys = calloc(n * rows, sizeof *Ys);
+    float *wp = malloc(rows * cols * sizeof *wp), *ws = malloc(rows * cols * sizeof *ws);
+    kern_set_isa("portable");
+    kern_to_f32(t, W, wp, rows * cols);
+    kern_matvec_n(t, W, cols, X, n, Yp, rows, 0, rows);
+    kern_set_isa(isa);
+    kern_to_f32(t, W, ws, rows * cols);
+    kern_matvec_n(t, W, cols, X, n, Ys, rows, 3, rows); /* a range that starts inside */
+    kern_matvec(t, W, cols, X, Ys, 0, 3);
+    for (size_t v = 1; v < n; v++)
+        kern_matvec_n(t, W, cols, X + v * cols, 1, Ys + v * rows, rows, 0, 3);
+    ok(!memcmp(wp, ws, rows * cols * sizeof *wp), "%s: %s dequantisation equals the portable one (scale %g)", isa,
+       moe_dtype_name(t), scale);
+    int good = 1;
+    double worst = 0;
+    for (size_t v = 0; v < n; v++)
+        for (size_t r = 0; r < rows; r++) {
+            double mag = 0;
+            for (size_t j = 0; j < cols; j++)
+                mag += fabs((double)wp[r * cols + j] * X[v * cols + j]);
+            double e = fabs((double)Ys[v * rows + r] - Yp[v * rows + r]);
+            good &= isfinite(Ys[v * rows + r]) && e <= TOL * mag + 1e-30;
+            if (mag > 0 && e / mag > worst)
+                worst = e / mag;
+        }
+    ok(good,
+       "%s: %s matvec equals the portable one within %g of Σ|w·x| (scale %g, "
+       "worst %.1e)",
+       isa, moe_dtype_name(t), TOL, scale, worst);
+    free(W);
+    free(X);
+    free(Yp);
+    free(Ys);
+    free(wp);
+    free(ws);
+}
+
+/* matmul on a pool of 3: the matrix-vector path for small n, tiles of
+ * dequantised rows through sgemm for large n. */
+static void test_matmul(void)
+{
+    pool *p = pool_new(3);
+    size_t cols = 512, rows = 300;
+    matmul_ctx *c = p ? matmul_new(p, cols) : NULL;
+    if (!ok(c != NULL, "a pool of 3 and a matmul context")) {
+        pool_free(p);
+        return;
+    }
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        moe_dtype t = types[ti];
+        unsigned char *W = random_blocks(t, rows * cols / quant_block(t), 0.01f);
+        float *w = malloc(rows * cols * sizeof *w);
+        kern_to_f32(t, W, w, rows * cols);
+        static const size_t ns[] = {1, 5, 24, 49, 130};
+        for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+            size_t n = ns[i];
+            float *X = random_floats(n * cols), *Y = calloc(n * rows, sizeof *Y);
+            matmul(c, t, W, rows, cols, X, n, Y);
+            double worst = 0;
+            int good = check_against(w, rows, cols, X, n, Y, &worst);
+            ok(good, "matmul %s, n %zu, %zu x %zu: within %g (worst %.1e)", moe_dtype_name(t), n, rows, cols, TOL,
+               worst);
+            free(X);
+            free(Y);
+        }
+        free(W);
+        free(w);
+    }
+    matmul_free(c);
+    pool_free(p);
+}
+
+int main(void)
+{
+    kern_init();
+    const char *best = kern_isa();
+    for (int i = 0; i < N_ISAS; i++) {
+        if (kern_set_isa(isas[i]) != 0) {
+            skip("%s: not supported by this CPU", isas[i]);
+            continue;
+        }
+        for (int ti = 0; ti < N_TYPES; ti++)
+            test_fixture(ti, isas[i]);
+        if (i == 0)
+            continue;
+        for (int ti = 0; ti < N_TYPES; ti++) {
+            test_simd(ti, isas[i], 0.01f);
+            test_simd(ti, isas[i], 1e-7f);   /* subnormal f16 scales */
+            test_simd(ti, isas[i], 30000.f); /* near the largest f16 */
+        }
+    }
+    kern_set_isa(best);
+    test_matmul();
+
+    /* Row sizes: whole blocks. */
+    ok(kern_row_bytes(MOE_Q8_0, 64) == 68 && kern_row_bytes(MOE_Q4_0, 64) == 36 &&
+           kern_row_bytes(MOE_Q4_K, 512) == 288 && kern_row_bytes(MOE_Q5_K, 512) == 352 &&
+           kern_row_bytes(MOE_Q6_K, 512) == 420,
+       "row bytes: Q8_0 34, Q4_0 18, Q4_K 144, Q5_K 176, Q6_K 210 per block");
+    ok(!strcmp(moe_dtype_name(MOE_Q4_0), "Q4_0") && !strcmp(moe_dtype_name(MOE_Q4_K), "Q4_K") &&
+           !strcmp(moe_dtype_name(MOE_Q5_K), "Q5_K") && !strcmp(moe_dtype_name(MOE_Q6_K), "Q6_K"),
+       "dtype names");
+    return done_testing();
+}
