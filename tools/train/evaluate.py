@@ -11,10 +11,13 @@ Engine measurements (subprocess calls of build/moescope):
     held-out mixed texts the agreement of the vote with each sentence's label;
   * `run --temp 0 --print-ids` on held-out arithmetic prompts: exact match, with
     each expert switched off (--expert-off E) and with --k 1..4;
-  * engine vs torch: greedy continuations and router probabilities.
-Held-out loss (moescope has no perplexity mode) is computed by the torch model
-that the checks above show to be the same function as the engine's forward.
-Writes docs/bundled-model/results.json, results.md and PNG figures.
+  * `perplexity --lines --json` on the held-out file of each domain: held-out
+    loss per domain (nats/token, every document from a fresh context), with
+    each expert switched off and with --k 1..4; on held-out arithmetic, the
+    loss of the answer tokens (prompt+answer minus prompt alone);
+  * engine vs torch: greedy continuations and router probabilities (the only
+    use of the torch model here: a check that it is the same function).
+Writes docs/bundled-model/results.json (then plots.py: results.md and PNGs).
 """
 import argparse
 import json
@@ -32,31 +35,23 @@ ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 sys.path.insert(0, HERE)
 from model import MiCRo  # noqa: E402
 from tokenizer import Encoder  # noqa: E402
-from train import doc_list  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 
 
-@torch.no_grad()
-def torch_loss(m, docs, k=1, off=None, bs=50):
-    """Held-out loss per domain (nats/token), documents right-padded in batches."""
-    tot, cnt = {}, {}
-    for i in range(0, len(docs), bs):
-        chunk = docs[i:i + bs]
-        T = max(len(d[1]) for d in chunk) - 1
-        x = torch.zeros(len(chunk), T, dtype=torch.long)
-        y = torch.full((len(chunk), T), -100, dtype=torch.long)
-        for j, (_, ids, _) in enumerate(chunk):
-            x[j, :len(ids) - 1] = torch.tensor(ids[:-1])
-            y[j, :len(ids) - 1] = torch.tensor(ids[1:])
-        logits, _ = m(x, k=k, off=off)
-        l = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.view(-1), reduction="none").view(len(chunk), T)
-        for j, (dom, ids, _) in enumerate(chunk):
-            tot[dom] = tot.get(dom, 0.0) + l[j].sum().item()
-            cnt[dom] = cnt.get(dom, 0) + len(ids) - 1
-    return {d: tot[d] / cnt[d] for d in tot}
+def moescope_loss(model_dir, files, extra=()):
+    """Held-out loss (nats/token) per file through `moescope perplexity --lines`:
+    {basename: (mean nll, tokens scored, tokens)}."""
+    out = json.loads(sh(["perplexity", model_dir] + list(files) + ["--lines", "--json", "-t", "1"] + list(extra)))
+    return {os.path.basename(f["file"]).replace(".txt", ""): (f["nll"], f["scored"], f["tokens"])
+            for f in out["files"]}
+
+
+CONFIGS = [("k=1", [])] + [("off %s" % d, ["--expert-off", str(e)]) for e, d in
+                          enumerate(["logic", "social", "world", "language"])] + \
+    [("k=%d" % k, ["--k", str(k)]) for k in (2, 3, 4)]
+
 
 DOMAINS = ["logic", "social", "world", "language"]
-MOE = os.path.join(ROOT, "build", "moescope")
+MOE = os.environ.get("MOESCOPE", os.path.join(ROOT, "build", "moescope"))
 DOCS = os.path.join(ROOT, "docs", "bundled-model")
 
 
@@ -197,34 +192,29 @@ def main():
     res["engine_vs_torch"] = cmp
     print("compare done %.0fs" % (time.time() - t0), flush=True)
 
-    # 5. held-out loss (torch) with ablation and k
-    hl = sorted(doc_list(enc, os.path.join(HERE, "data", "heldout.jsonl"))[::2], key=lambda d: len(d[1]))
+    # 5. held-out loss (moescope perplexity) with ablation and k
     res["loss"] = {}
-    for name, kw in [("k=1", {})] + [("off %s" % DOMAINS[e], {"off": [e]}) for e in range(4)] + \
-            [("k=%d" % k, {"k": k}) for k in (2, 3, 4)]:
-        loss = torch_loss(m, hl, **kw)
-        res["loss"][name] = loss
-        print("loss", name, {k: round(v, 3) for k, v in loss.items()}, "%.0fs" % (time.time() - t0), flush=True)
-    # 6. answer loss on held-out arithmetic (torch): NLL of " <answer>." after the prompt
-    res["arith_answer_nll"] = {}
-    seqs = []
-    for p, ans in arith:
-        pi = [1] + enc.encode(p)
-        ai = enc.encode(p + " " + ans + ".")[len(pi) - 1:]
-        seqs.append((pi, ai))
-    for name, kw in [("k=1", {})] + [("off %s" % DOMAINS[e], {"off": [e]}) for e in range(4)] + \
-            [("k=%d" % k, {"k": k}) for k in (2, 3, 4)]:
-        tot = n = 0
-        with torch.no_grad():
-            for pi, ai in seqs:
-                full = pi + ai
-                lg, _ = m(torch.tensor([full[:-1]]), **kw)
-                tgt = torch.tensor(full[1:])
-                l = F.cross_entropy(lg[0], tgt, reduction="none")[len(pi) - 1:]
-                tot += l.sum().item()
-                n += len(ai)
-        res["arith_answer_nll"][name] = tot / n
-        print("answer nll", name, round(tot / n, 3), flush=True)
+    res["loss_tokens"] = {}
+    for name, extra in CONFIGS:
+        r = moescope_loss(a.model, files, extra)
+        res["loss"][name] = {d: v[0] for d, v in r.items()}
+        res["loss_tokens"] = {d: v[1] for d, v in r.items()}
+        print("loss", name, {d: round(v, 3) for d, v in res["loss"][name].items()}, "%.0fs" % (time.time() - t0),
+              flush=True)
+    # 6. answer loss on held-out arithmetic: the nll of " <answer>." after the
+    # prompt, as (prompt+answer) minus (prompt alone), both scored causally
+    with tempfile.TemporaryDirectory() as td:
+        fq, fa = os.path.join(td, "arith_q.txt"), os.path.join(td, "arith_qa.txt")
+        with open(fq, "w") as f:
+            f.write("".join(p + "\n" for p, _ in arith))
+        with open(fa, "w") as f:
+            f.write("".join("%s %s.\n" % (p, ans) for p, ans in arith))
+        res["arith_answer_nll"] = {}
+        for name, extra in CONFIGS:
+            r = moescope_loss(a.model, [fq, fa], extra)
+            (nq, sq, _), (na, sa, _) = r["arith_q"], r["arith_qa"]
+            res["arith_answer_nll"][name] = (na * sa - nq * sq) / (sa - sq)
+            print("answer nll", name, round(res["arith_answer_nll"][name], 3), flush=True)
     res["seconds"] = time.time() - t0
     with open(os.path.join(DOCS, "results.json"), "w") as f:
         json.dump(res, f, indent=1)

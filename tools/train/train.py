@@ -194,13 +194,17 @@ def main():
     ap.add_argument("--steps", default="230,160,100")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--seq", type=int, default=128)
-    ap.add_argument("--out", default=os.path.join(ROOT, "assets", "micro-tiny"))
+    ap.add_argument("--out", default=None,
+                    help="default: assets/micro-tiny, or tools/train/data/control-NAME for a control")
     ap.add_argument("--control", choices=["none", "general", "dense"], default="none",
                     help="general: stage-1 routing random per labelled segment instead of by label; "
                          "dense: one expert per layer (the same active size), no stage 2")
     ap.add_argument("--train-docs", type=int, default=40000)
     ap.add_argument("--stage3-router", choices=["frozen", "st"], default="frozen")
     a = ap.parse_args()
+    if a.out is None:
+        a.out = os.path.join(ROOT, "assets", "micro-tiny") if a.control == "none" else \
+            os.path.join(HERE, "data", "control-" + a.control)
     global ROUTER3
     ROUTER3 = a.stage3_router
     torch.set_num_threads(1)
@@ -239,13 +243,16 @@ def main():
     ev = evaluate(model, held[::5])
     print("after stage 3: loss", ev[0], "\nshare", ev[1])
     export(model, a.out, cfg)
-    torch.save(model.state_dict(), os.path.join(HERE, "data", "model-%s.pt" % a.control))
+    # the default runs keep their state and report beside the data; others in their own directory
+    default = a.out in (os.path.join(ROOT, "assets", "micro-tiny"), os.path.join(HERE, "data", "control-" + a.control))
+    keep = os.path.join(HERE, "data") if default else a.out
+    torch.save(model.state_dict(), os.path.join(keep, "model-%s.pt" % a.control))
     times["total"] = time.time() - T0
     rep = {"steps": [s1, s2, s3], "batch": a.batch, "seq": a.seq, "train_tokens_available": int(len(ids)),
            "tokens_seen": (s1 + s2 + s3) * a.batch * a.seq, "seconds": times, "control": a.control,
            "after_stage2": {"loss": ev2[0], "share": ev2[1]}, "after_stage3": {"loss": ev[0], "share": ev[1]},
            "log": log}
-    with open(os.path.join(HERE, "data", "train-report-%s.json" % a.control), "w") as f:
+    with open(os.path.join(keep, "train-report-%s.json" % a.control), "w") as f:
         json.dump(rep, f, indent=1)
     print("times", times)
 
