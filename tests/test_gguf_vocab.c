@@ -18,20 +18,6 @@
 #include "tap.h"
 #include "testutil.h"
 
-static int same_ids(const cJSON *want, const int32_t *ids, int n)
-{
-    if (cJSON_GetArraySize(want) != n)
-        return 0;
-    int i = 0;
-    const cJSON *x;
-    cJSON_ArrayForEach(x, want)
-    {
-        if (x->valueint != ids[i++])
-            return 0;
-    }
-    return 1;
-}
-
 static void show(const char *what, const char *text, const int32_t *ids, int n)
 {
     char got[300];
@@ -81,7 +67,7 @@ static void check_vocab(const char *vocab, const char *gguf)
                 free(a);
                 continue;
             }
-            int ref = same_ids(cJSON_GetObjectItem(c, sp ? "ids_special" : "ids"), a, na);
+            int ref = test_same_ids(cJSON_GetObjectItem(c, sp ? "ids_special" : "ids"), a, na);
             int js = na == nb && memcmp(a, b, (size_t)na * sizeof *a) == 0;
             n_ref += !sp && ref;
             n_ref_sp += sp && ref;

@@ -19,6 +19,7 @@
 #include "matmul.h"
 #include "pool.h"
 #include "tap.h"
+#include "testutil.h"
 
 #define TOL 1e-5
 
@@ -31,18 +32,6 @@ static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 
 static uint64_t rng_state = 0x9e3779b97f4a7c15u;
 
-static uint64_t rng_u64(void) /* splitmix64 */
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
-
-static float rng_unit(void) /* uniform in [-1, 1) */
-{
-    return (float)((double)(rng_u64() >> 40) / (double)(1u << 23) - 1.0);
-}
 
 static uint32_t bits_of(float f)
 {
@@ -282,7 +271,7 @@ static void test_round(void)
 
     int bad_rand = 0;
     for (int i = 0; i < 1000000; i++) {
-        float f = float_of((uint32_t)rng_u64());
+        float f = float_of((uint32_t)test_rng_u64(&rng_state));
         bad_rand += !check_round("f16", kern_f32_to_f16, want_f16, 5, f, bad_rand < 5);
         bad_rand += !check_round("bf16", kern_f32_to_bf16, want_bf16, 8, f, bad_rand < 5);
     }
@@ -297,7 +286,7 @@ static unsigned char *random_weights(moe_dtype t, size_t n, unsigned char **base
     *base = malloc(n * esize(t) + 1);
     unsigned char *w = *base + 1;
     for (size_t i = 0; i < n; i++)
-        store(t, w, i, rng_unit());
+        store(t, w, i, test_rng_unit(&rng_state));
     return w;
 }
 
@@ -305,7 +294,7 @@ static float *random_floats(size_t n)
 {
     float *x = malloc((n ? n : 1) * sizeof *x);
     for (size_t i = 0; i < n; i++)
-        x[i] = rng_unit();
+        x[i] = test_rng_unit(&rng_state);
     return x;
 }
 
@@ -410,7 +399,7 @@ static void test_vectors(const char *isa)
             unsigned char *base = malloc(n * esize(dtypes[d]) + 1), *src = base + 1;
             for (size_t i = 0; i < n; i++) {
                 if (dtypes[d] == MOE_F32)
-                    store(MOE_F32, src, i, rng_unit() * 1e3f);
+                    store(MOE_F32, src, i, test_rng_unit(&rng_state) * 1e3f);
                 else {
                     uint16_t h = (uint16_t)(i * 40503u + si);
                     memcpy(src + 2 * i, &h, 2);
@@ -467,7 +456,7 @@ static void test_wsum(const char *isa)
                     size_t cols = widths[wi], np = counts[ci], ldv = cols + 3, lda = np + 2, ldo = cols + 1;
                     unsigned char *V = malloc((np * ldv + 1) * esize(dtypes[d]));
                     for (size_t i = 0; i < np * ldv; i++)
-                        store(dtypes[d], V, i, rng_unit());
+                        store(dtypes[d], V, i, test_rng_unit(&rng_state));
                     float *A = random_floats(n * lda), *O = malloc(n * ldo * sizeof *O);
                     for (size_t i = 0; i < n * ldo; i++)
                         O[i] = 99.0f;
@@ -508,7 +497,7 @@ static void test_softmax(const char *isa)
             float *x = malloc((n + 1) * sizeof *x), scale = 0.125f;
             double *ref = malloc(n * sizeof *ref), max = -INFINITY, sum = 0;
             for (size_t i = 0; i < n; i++) {
-                x[i] = rng_unit() * spreads[wi];
+                x[i] = test_rng_unit(&rng_state) * spreads[wi];
                 if ((double)x[i] * scale > max)
                     max = (double)x[i] * scale;
             }
@@ -624,7 +613,7 @@ static void test_matmul(void)
                     /* sgemm is given float pointers: keep them 4-aligned */
                     unsigned char *base = malloc(rows * cols * esize(dtypes[d]) + 4), *W = base + 4;
                     for (size_t i = 0; i < rows * cols; i++)
-                        store(dtypes[d], W, i, rng_unit());
+                        store(dtypes[d], W, i, test_rng_unit(&rng_state));
                     float *X = random_floats(n * cols);
                     float *Y = malloc(n * rows * sizeof *Y);
                     for (size_t i = 0; i < n * rows; i++)

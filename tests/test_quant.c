@@ -36,18 +36,6 @@ static const char *const files[N_TYPES] = {"q8_0", "q4_0", "q4_k", "q5_k", "q6_k
 
 static uint64_t rng_state = 0x243f6a8885a308d3u;
 
-static uint64_t rng_u64(void) /* splitmix64 */
-{
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15u);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
-    return z ^ (z >> 31);
-}
-
-static float rng_unit(void) /* uniform in [-1, 1) */
-{
-    return (float)((double)(rng_u64() >> 40) / (double)(1u << 23) - 1.0);
-}
 
 static void *read_file(const char *name, const char *ext, size_t *len)
 {
@@ -73,12 +61,12 @@ static unsigned char *random_blocks(moe_dtype t, size_t nblocks, float scale)
     size_t bb = quant_block_bytes(t);
     unsigned char *p = malloc(nblocks * bb);
     for (size_t i = 0; i < nblocks * bb; i++)
-        p[i] = (unsigned char)rng_u64();
+        p[i] = (unsigned char)test_rng_u64(&rng_state);
     for (size_t b = 0; b < nblocks; b++) {
         unsigned char *q = p + b * bb;
         size_t at = t == MOE_Q6_K ? 208 : 0, count = t == MOE_Q4_K || t == MOE_Q5_K ? 2 : 1;
         for (size_t k = 0; k < count; k++) {
-            uint16_t h = kern_f32_to_f16(scale * rng_unit());
+            uint16_t h = kern_f32_to_f16(scale * test_rng_unit(&rng_state));
             memcpy(q + at + 2 * k, &h, 2);
         }
     }
@@ -89,7 +77,7 @@ static float *random_floats(size_t n)
 {
     float *x = malloc(n * sizeof *x);
     for (size_t i = 0; i < n; i++)
-        x[i] = rng_unit();
+        x[i] = test_rng_unit(&rng_state);
     return x;
 }
 

@@ -25,20 +25,6 @@ static double now(void)
 }
 
 
-static int same_ids(const cJSON *want, const int32_t *ids, int n)
-{
-    if (cJSON_GetArraySize(want) != n)
-        return 0;
-    int i = 0;
-    const cJSON *x;
-    cJSON_ArrayForEach(x, want)
-    {
-        if (x->valueint != ids[i++])
-            return 0;
-    }
-    return 1;
-}
-
 static void show_mismatch(const char *what, const char *text, const cJSON *want, const int32_t *ids, int n)
 {
     char *w = cJSON_PrintUnformatted(want);
@@ -133,7 +119,7 @@ static void check_vocab(const char *vocab, double *mbps)
             diag("encode failed: %s", err.msg);
             continue;
         }
-        if (same_ids(cJSON_GetObjectItem(c, "ids"), ids, n))
+        if (test_same_ids(cJSON_GetObjectItem(c, "ids"), ids, n))
             n_plain++;
         else if (shown++ < 8)
             show_mismatch(vocab, text, cJSON_GetObjectItem(c, "ids"), ids, n);
@@ -156,7 +142,7 @@ static void check_vocab(const char *vocab, double *mbps)
             n_stream++;
         else if (shown++ < 8)
             diag("%s: streaming decode differs for \"%.80s\"", vocab, text);
-        if (same_ids(cJSON_GetObjectItem(c, "ids_special"), ids, n))
+        if (test_same_ids(cJSON_GetObjectItem(c, "ids_special"), ids, n))
             n_special++;
         else if (shown++ < 8)
             show_mismatch("with special tokens", text, cJSON_GetObjectItem(c, "ids_special"), ids, n);

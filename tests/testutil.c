@@ -55,3 +55,30 @@ int test_argmax(const float *v, int n)
             b = i;
     return b;
 }
+
+int test_same_ids(const cJSON *want, const int32_t *ids, int n)
+{
+    if (cJSON_GetArraySize(want) != n)
+        return 0;
+    int i = 0;
+    const cJSON *x;
+    cJSON_ArrayForEach(x, want)
+    {
+        if (x->valueint != ids[i++])
+            return 0;
+    }
+    return 1;
+}
+
+uint64_t test_rng_u64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15u);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9u;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebu;
+    return z ^ (z >> 31);
+}
+
+float test_rng_unit(uint64_t *state)
+{
+    return (float)((double)(test_rng_u64(state) >> 40) / (double)(1u << 23) - 1.0);
+}

@@ -4,6 +4,7 @@
 #define MOE_TESTUTIL_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include <cjson/cJSON.h>
 
@@ -19,5 +20,12 @@ cJSON *test_read_json(const char *path);
 float test_max_abs_diff(const float *a, const float *b, int n);
 /* The index of the largest of n values (the first on ties): greedy choice. */
 int test_argmax(const float *v, int n);
+/* 1 when the JSON array want holds exactly the n ids. */
+int test_same_ids(const cJSON *want, const int32_t *ids, int n);
+
+/* A deterministic generator (splitmix64) over the caller's state: the next
+ * 64 bits, and a float uniform in [-1, 1). */
+uint64_t test_rng_u64(uint64_t *state);
+float test_rng_unit(uint64_t *state);
 
 #endif

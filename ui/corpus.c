@@ -47,8 +47,9 @@ static int read_ids(const char *path, int vocab, int32_t **out, int *n)
     return 0;
 }
 
-/* Token ids of a text file through the model's tokenizer. */
-static int read_text(const moe_tokenizer *tok, const char *path, int add_bos, int32_t **out, int *n)
+/* The whole file, NUL-terminated, in *buf (the caller frees it), its
+ * length in *len; or the exit status after printing what is wrong. */
+static int read_all(const char *path, char **buf, size_t *len)
 {
     FILE *f = fopen(path, "rb");
     if (!f)
@@ -58,11 +59,23 @@ static int read_text(const moe_tokenizer *tok, const char *path, int add_bos, in
         fclose(f);
         return fail_msg("%s: not a regular file of at most 1 GiB", path);
     }
-    char *buf = malloc((size_t)st.st_size + 1);
-    size_t got = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
+    *buf = malloc((size_t)st.st_size + 1);
+    *len = *buf ? fread(*buf, 1, (size_t)st.st_size, f) : 0;
     fclose(f);
-    if (!buf)
+    if (!*buf)
         return fail_msg("out of memory reading %s", path);
+    (*buf)[*len] = 0;
+    return 0;
+}
+
+/* Token ids of a text file through the model's tokenizer. */
+static int read_text(const moe_tokenizer *tok, const char *path, int add_bos, int32_t **out, int *n)
+{
+    char *buf;
+    size_t got;
+    int rc = read_all(path, &buf, &got);
+    if (rc)
+        return rc;
     moe_error err = {0};
     moe_status s = moe_tokenizer_encode(tok, buf, got, add_bos, out, n, &err);
     free(buf);
@@ -98,25 +111,16 @@ int corpus_read_lines(const char *path, const moe_tokenizer *tok, int add_bos, i
                       int **starts, int *n_docs)
 {
     *ids = NULL, *starts = NULL, *n_docs = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return fail_msg("%s: cannot open", path);
-    struct stat st;
-    if (fstat(fileno(f), &st) || st.st_size > (1L << 30)) {
-        fclose(f);
-        return fail_msg("%s: not a regular file of at most 1 GiB", path);
-    }
-    char *buf = malloc((size_t)st.st_size + 1);
-    size_t got = buf ? fread(buf, 1, (size_t)st.st_size, f) : 0;
-    fclose(f);
-    if (!buf)
-        return fail_msg("out of memory reading %s", path);
-    buf[got] = 0;
+    char *buf;
+    size_t got;
+    int rc = read_all(path, &buf, &got);
+    if (rc)
+        return rc;
     size_t lines = 1;
     for (size_t i = 0; i < got; i++)
         lines += buf[i] == '\n';
     int32_t *all = NULL, *one = NULL;
-    int *st0 = malloc((lines + 1) * sizeof *st0), n_all = 0, cap = 0, nd = 0, rc = 0, ln = 0;
+    int *st0 = malloc((lines + 1) * sizeof *st0), n_all = 0, cap = 0, nd = 0, ln = 0;
     one = tok ? NULL : malloc((got / 2 + 1) * sizeof *one); /* ids are at least two bytes apart */
     if (!st0 || (!tok && !one))
         rc = fail_msg("out of memory reading %s", path);
