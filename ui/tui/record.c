@@ -2,10 +2,11 @@
  * as things happen (tokens from the trace sink, turns from the worker,
  * control changes after each one), saved by `s` / `:save` and kept in
  * $XDG_STATE_HOME/moescope/autosave.json (autosave-N.json for the Nth
- * explorer running at once) so that a crash, a closed
- * terminal or `kill -9` loses at most the token being generated. The
- * autosave is written after every token while it is small, per turn and
- * every 2 s once it is large, and removed on a clean quit; the next start
+ * explorer running at once) so that a crash, a closed terminal or
+ * `kill -9` loses at most the last few tokens. The autosave is written
+ * after every token while it is small, but never more often than keeps it
+ * to a tenth of the time (a fast model saves every few tokens); per turn
+ * and every 2 s once it is large; and removed on a clean quit; the next start
  * offers to restore it (restore_job re-evaluates it into the session).
  *
  * rec_lock guards the transcript and the autosave state. It is the
@@ -27,6 +28,9 @@
 /* Below this the autosave follows every token; above, turns and a timer. */
 #define AUTOSAVE_SMALL (4L << 20)
 #define AUTOSAVE_PERIOD 2.0
+/* Below AUTOSAVE_SMALL, saves are at least this many times their own
+ * duration apart: the autosave takes at most a tenth of the time. */
+#define AUTOSAVE_COST 10.0
 /* Explorers running at once, each with its own autosave file. */
 #define AUTOSAVE_SLOTS 16
 
@@ -180,10 +184,14 @@ void autosave_tick(tui *t, int urgent)
         return;
     pthread_mutex_lock(&t->rec_lock);
     double tn = now();
-    int due = t->rec_dirty && (urgent || t->rec_bytes < AUTOSAVE_SMALL || tn - t->rec_saved_at >= AUTOSAVE_PERIOD);
+    /* Small: after every token, unless the last save took more than a
+     * tenth of the time since it (a fast model); large: on a timer. */
+    double gap = t->rec_bytes < AUTOSAVE_SMALL ? AUTOSAVE_COST * t->rec_save_secs : AUTOSAVE_PERIOD;
+    int due = t->rec_dirty && (urgent || tn - t->rec_saved_at >= gap);
     if (due && (transcript_n_tokens(t->rec) || transcript_n_turns(t->rec))) {
         char msg[512];
         if (transcript_save(t->rec, t->autosave, msg, sizeof msg) == 0) {
+            t->rec_save_secs = now() - tn;
             struct stat st;
             t->rec_bytes = stat(t->autosave, &st) == 0 ? (long)st.st_size : 0;
             t->autosave_err = 0;

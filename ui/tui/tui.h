@@ -94,6 +94,7 @@ typedef struct tui {
     int rec_turn;              /* the assistant turn being written; -1 none */
     int rec_dirty;             /* changed since the last autosave */
     double rec_saved_at;       /* monotonic time of the last autosave */
+    double rec_save_secs;      /* how long it took */
     long rec_bytes;            /* its size */
     int autosave_err;          /* a failed autosave was reported */
     char autosave[4096];       /* the autosave's path; "" none */
