@@ -30,6 +30,19 @@
  * 11.5 GB/s without this and 14.5 GB/s with it (f32 reads 14.5 either way). */
 enum { PREFETCH_COLS = 256 };
 
+/* Where a row stream prefetches from column j: PREFETCH_COLS ahead in the
+ * row, or, past its end, the same distance into the same row of the next
+ * block of rows (block_bytes further on), so that the streams do not stall
+ * at the start of every block. Measured on the Mixtral-shaped f16 model,
+ * tg64 at 2 threads, alternating with the previous version: AVX-512 median
+ * 66.6 against 60.9 t/s over three rounds (faster in 9 of 11 rounds in all),
+ * AVX2 63.5 and 60.7 against 58.7 and 53.8. A prefetch past the matrix is
+ * harmless. */
+static inline size_t prefetch_at(size_t j, size_t cols, size_t es, size_t block_bytes)
+{
+    return j + PREFETCH_COLS < cols ? (j + PREFETCH_COLS) * es : block_bytes + (j + PREFETCH_COLS - cols) * es;
+}
+
 static size_t dtype_size(moe_dtype t)
 {
     return t == MOE_F32 ? 4 : 2;
@@ -253,6 +266,7 @@ AVX2 INLINE void y_block(moe_dtype t, const int R, const int NX, const unsigned 
 
     size_t j = 0;
     for (; j + 8 * (size_t)U <= cols; j += 8 * (size_t)U) {
+        size_t pf = prefetch_at(j, cols, es, R * rb);
 #pragma GCC unroll 2
         for (int u = 0; u < U; u++) {
             __m256 x[4];
@@ -262,7 +276,7 @@ AVX2 INLINE void y_block(moe_dtype t, const int R, const int NX, const unsigned 
 #pragma GCC unroll 4
             for (int i = 0; i < R; i++) {
                 if (u == 0)
-                    _mm_prefetch((const char *)W + i * rb + (j + PREFETCH_COLS) * es, _MM_HINT_T0);
+                    _mm_prefetch((const char *)W + i * rb + pf, _MM_HINT_T0);
                 __m256 w = y_load(t, W + i * rb + (j + 8 * u) * es);
 #pragma GCC unroll 4
                 for (int v = 0; v < NX; v++)
@@ -447,6 +461,7 @@ AVX512 INLINE void z_block(moe_dtype t, const int R, const int NX, const unsigne
 
     size_t j = 0;
     for (; j + 16 * (size_t)U <= cols; j += 16 * (size_t)U) {
+        size_t pf = prefetch_at(j, cols, es, R * rb);
 #pragma GCC unroll 2
         for (int u = 0; u < U; u++) {
             __m512 x[4];
@@ -456,7 +471,7 @@ AVX512 INLINE void z_block(moe_dtype t, const int R, const int NX, const unsigne
 #pragma GCC unroll 4
             for (int i = 0; i < R; i++) {
                 if (u == 0)
-                    _mm_prefetch((const char *)W + i * rb + (j + PREFETCH_COLS) * es, _MM_HINT_T0);
+                    _mm_prefetch((const char *)W + i * rb + pf, _MM_HINT_T0);
                 __m512 w = z_load(t, W + i * rb + (j + 16 * u) * es);
 #pragma GCC unroll 4
                 for (int v = 0; v < NX; v++)
