@@ -1,0 +1,66 @@
+#!/bin/sh
+# moescope against llama.cpp on the same GGUF files, in the same session,
+# without a llama.cpp build of your own: llama.cpp comes from npm as
+# node-llama-cpp's prebuilt binaries (tests/bench/llamacpp/, installed on
+# first use; ggml chooses its CPU backend at run time). The Mixtral-shaped
+# bench model as F16, Q8_0 and Q4_K_M GGUF files (built from the
+# safetensors bench model by tools/gen_gguf.py, given the llama2 test
+# vocabulary of the same 32000 ids by gguf_add_vocab.py, since llama.cpp
+# needs a tokenizer); ROUNDS rounds alternating the two programs, each
+# reporting the median of RUNS runs; then the median of the rounds and the
+# ratios moescope / llama.cpp.
+#   tests/bench/llamacpp.sh [f16|q8_0|q4_k_m]...     (default: all three)
+# Environment: ROUNDS (3), RUNS (5), THREADS (2). For a llama.cpp build of
+# your own, tests/bench/run.sh --llama-bench PATH runs llama-bench instead.
+set -eu
+cd "$(dirname "$0")/../.."
+types=${*:-f16 q8_0 q4_k_m}
+rounds=${ROUNDS:-3} runs=${RUNS:-5} threads=${THREADS:-2}
+py=/usr/bin/python3
+[ -x "$py" ] || py=python3
+[ -x build/moescope ] || tools/setup.sh
+command -v node >/dev/null || { echo "llamacpp: needs node and npm (apt-get install nodejs npm)" >&2; exit 1; }
+[ -d tests/bench/llamacpp/node_modules/node-llama-cpp ] ||
+    (cd tests/bench/llamacpp && npm install --no-audit --no-fund --ignore-scripts >&2)
+gdir=tests/bench/models/gguf
+mkdir -p "$gdir"
+[ -f tests/bench/models/mixtral-bench-f16/config.json ] || tests/bench/run.sh mixtral -- -p 0 -n 0 >/dev/null
+for t in $types; do
+    [ -f "$gdir/mixtral-bench-$t-vocab.gguf" ] && continue
+    if [ ! -f "$gdir/mixtral-bench-$t.gguf" ]; then
+        if [ "$t" = f16 ]; then
+            "$py" -c 'import sys; sys.path.insert(0, "tools"); import gen_gguf
+gen_gguf.convert(sys.argv[1], "mixtral-bench-f16", "F16", True, sys.argv[2], False)' \
+                "$(pwd)/tests/bench/models/mixtral-bench-f16" "$(pwd)/$gdir" >&2
+        else
+            "$py" tools/gen_gguf.py --bench tests/bench/models/mixtral-bench-f16 "$gdir" >&2
+        fi
+    fi
+    "$py" tests/bench/gguf_add_vocab.py "$gdir/mixtral-bench-$t.gguf" "$gdir/mixtral-bench-$t-vocab.gguf" \
+        tests/fixtures/tokenizer/llama2 >&2
+done
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+med() { sort -n | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
+for r in $(seq "$rounds"); do
+    for t in $types; do
+        f=$gdir/mixtral-bench-$t-vocab.gguf
+        for args in "-p 128 -n 64" "-p 512 -n 0"; do
+            # shellcheck disable=SC2086
+            build/moescope bench "$f" $args -t "$threads" -r "$runs" 2>/dev/null |
+                awk -F'|' -v t="$t" '$7 ~ /(pp|tg)[0-9]+/ {gsub(/ /, "", $7); split($8, v, " "); print t, $7, v[1]}'
+        done >>"$tmp/moescope"
+        (cd tests/bench/llamacpp && node bench.mjs "../../../$f" "$runs" "$threads" 128,512 64) |
+            tr -d '{}"' | tr ',' '\n' | awk -F: -v t="$t" '$1 ~ /^(pp|tg)[0-9]+$/ {print t, $1, $2}' >>"$tmp/llama"
+        echo "round $r $t done (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+    done
+done
+printf '%-8s %-6s %12s %12s %8s\n' type test moescope llama.cpp ratio
+for t in $types; do
+    for test in pp128 pp512 tg64; do
+        a=$(awk -v t="$t" -v x="$test" '$1 == t && $2 == x {print $3}' "$tmp/moescope" | med)
+        b=$(awk -v t="$t" -v x="$test" '$1 == t && $2 == x {print $3}' "$tmp/llama" | med)
+        [ -n "$a" ] && [ -n "$b" ] && printf '%-8s %-6s %12.1f %12.1f %7.2fx\n' "$t" "$test" "$a" "$b" "$(echo "$a $b" | awk '{print $1 / $2}')"
+    done
+done
+echo "(t/s, 2 threads, medians of $rounds rounds of $runs runs; llama.cpp: node-llama-cpp $(cd tests/bench/llamacpp && node -p 'JSON.parse(require("fs").readFileSync("node_modules/node-llama-cpp/package.json")).version' 2>/dev/null))"
