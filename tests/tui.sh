@@ -398,6 +398,12 @@ wait_for '^off 2 \(from token [0-9]+\)' 5
 ok $? "mouse: a click on an expert row selects it (Space then switches expert 2 off)"
 screen | grep -q '^│\[ \] world .*off'
 ok $? "names: the experts pane marks 'world' off"
+# MiCRo runs a block only for the tokens sent to it: the picker takes the
+# expert the selected token went to when the selected one did not run
+keys Tab n
+wait_for '#1 L[0-9]+ e[0-9]+ \(t: target\)' 5
+ok $? "picker on MiCRo: opens on token #1 ($(screen | grep -o 'picker: expert [0-9]* [a-z]* did not run.*' | head -n 1))"
+keys Escape
 keys q
 wait_for 'MOESCOPE-EXIT=0' 10
 
@@ -599,12 +605,20 @@ ok $? "autosave: the next start offers to restore it ($saved tokens)"
 keys y
 wait_for "^restored the unsaved session of .*: $saved tokens, 2 turns" 30
 ok $? "autosave: y re-evaluates the saved tokens into the session"
-screen | grep -q "ctx $saved/2048" && screen | grep -q '│<s>Once upon a time'
-ok $? "autosave: the previous text is back (status bar: ctx $saved)"
+screen | grep -q "ctx $saved/2048"
+ok $? "autosave: the previous session is back (status bar: ctx $saved)"
 # the screen holds the end of the text: its last line, less the cursor's token
 tail=$(screen | sed -n '4,20p' | sed 's/││.*//; s/^│//; s/ *│* *$//' | grep . | tail -n 1 | LC_ALL=C tr -d '\200-\377' | cut -c1-20)
-case "$text" in *"$tail"*) r=0 ;; *) r=1 ;; esac
-ok "$r" "autosave: the restored transcript ends as the autosave does ('$tail')"
+if [ -n "$tail" ]; then
+    case "$text" in *"$tail"*) r=0 ;; *) r=1 ;; esac
+    ok "$r" "autosave: the restored transcript ends as the autosave does ('$tail')"
+else
+    tap_skip "the restored transcript's last line has no ASCII text to compare with the autosave's"
+fi
+keys Escape Home
+wait_for '│<s>Once upon a time' 5
+ok $? "autosave: ... and begins with the prompt (Home)"
+keys i
 keys " and" Enter
 wait_for '^done: 4 tokens' 20 && screen | grep -q "ctx $((saved + 6))/2048\|ctx $((saved + 5))/2048"
 ok $? "autosave: the restored session goes on from the warm cache"

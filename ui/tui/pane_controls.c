@@ -364,9 +364,28 @@ static void picker_open(tui *t)
     t->pick_layer = c->n_routes ? c->route_layer[t->sel_route] : 0;
     t->pick_expert = c->n_experts ? t->sel_expert : 0;
     t->pick_kind = MOE_OFFSET_MLP;
-    if (picker_fill(t))
+    int asked = t->pick_expert, rc = picker_fill(t);
+    if (rc && c->n_routes && c->n_experts) {
+        /* a MiCRo block runs only for the tokens sent to it: take the
+         * expert this token was sent to in this layer */
+        int own = convo_experts(c, t->pick_pos, t->sel_route)[0];
+        if (own >= 0 && own != asked) {
+            t->pick_expert = own;
+            rc = picker_fill(t);
+        }
+    }
+    if (rc)
         return;
     t->picker = 1;
+    if (t->pick_expert != asked) {
+        const char *a = tui_expert_name(t, asked), *o = tui_expert_name(t, t->pick_expert);
+        char an[32], on[32];
+        snprintf(an, sizeof an, "%s", a ? a : "");
+        snprintf(on, sizeof on, "%s", o ? o : "");
+        tui_message(t, 0, "picker: expert %d%s%s did not run for this token; showing the one it was sent to, %d%s%s",
+                    asked, a ? " " : "", an, t->pick_expert, o ? " " : "", on);
+        return;
+    }
     tui_message(t, 0, "picker: Enter adds an offset of %+g to the neuron, t changes the target, Esc closes", 4.0);
 }
 
