@@ -24,7 +24,8 @@ command -v node >/dev/null || { echo "llamacpp: needs node and npm (apt-get inst
     (cd tests/bench/llamacpp && npm install --no-audit --no-fund --ignore-scripts >&2)
 gdir=tests/bench/models/gguf
 mkdir -p "$gdir"
-[ -f tests/bench/models/mixtral-bench-f16/config.json ] || tests/bench/run.sh mixtral -- -p 0 -n 0 >/dev/null
+[ -f tests/bench/models/mixtral-bench-f16/config.json ] ||
+    "$py" tools/gen_fixtures.py --bench tests/bench/models/mixtral-bench-f16 >&2 # needs python3-numpy
 for t in $types; do
     [ -f "$gdir/mixtral-bench-$t-vocab.gguf" ] && continue
     if [ ! -f "$gdir/mixtral-bench-$t.gguf" ]; then
