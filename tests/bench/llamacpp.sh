@@ -9,7 +9,8 @@
 # needs a tokenizer); ROUNDS rounds alternating the two programs, each
 # reporting the median of RUNS runs; then the median of the rounds and the
 # ratios moescope / llama.cpp.
-#   tests/bench/llamacpp.sh [f16|q8_0|q4_k_m]...     (default: all three)
+#   tests/bench/llamacpp.sh [f16|q8_0|q4_k_m|olmoe]...   (default: the first three)
+# (olmoe: the OLMoE-shaped f16 model, its vocabulary padded to 50304 ids)
 # Environment: ROUNDS (3), RUNS (5), THREADS (2). For a llama.cpp build of
 # your own, tests/bench/run.sh --llama-bench PATH runs llama-bench instead.
 set -eu
@@ -24,28 +25,34 @@ command -v node >/dev/null || { echo "llamacpp: needs node and npm (apt-get inst
     (cd tests/bench/llamacpp && npm install --no-audit --no-fund --ignore-scripts >&2)
 gdir=tests/bench/models/gguf
 mkdir -p "$gdir"
-[ -f tests/bench/models/mixtral-bench-f16/config.json ] ||
-    "$py" tools/gen_fixtures.py --bench tests/bench/models/mixtral-bench-f16 >&2 # needs python3-numpy
+# the GGUF file of a type: the Mixtral-shaped model as f16, q8_0 or
+# q4_k_m, or the OLMoE-shaped one (olmoe, f16; vocabulary padded to 50304)
+base() { case $1 in olmoe) echo olmoe-bench-f16 ;; *) echo "mixtral-bench-$1" ;; esac; }
 for t in $types; do
-    [ -f "$gdir/mixtral-bench-$t-vocab.gguf" ] && continue
-    if [ ! -f "$gdir/mixtral-bench-$t.gguf" ]; then
-        if [ "$t" = f16 ]; then
+    b=$(base "$t")
+    [ -f "$gdir/$b-vocab.gguf" ] && continue
+    src=mixtral-bench-f16 pad= flag=--bench
+    [ "$t" = olmoe ] && src=olmoe-bench-f16 pad=50304 flag=--bench-olmoe
+    [ -f "tests/bench/models/$src/config.json" ] ||
+        "$py" tools/gen_fixtures.py "$flag" "tests/bench/models/$src" >&2 # needs python3-numpy
+    if [ ! -f "$gdir/$b.gguf" ]; then
+        case $t in
+        f16 | olmoe)
             "$py" -c 'import sys; sys.path.insert(0, "tools"); import gen_gguf
-gen_gguf.convert(sys.argv[1], "mixtral-bench-f16", "F16", True, sys.argv[2], False)' \
-                "$(pwd)/tests/bench/models/mixtral-bench-f16" "$(pwd)/$gdir" >&2
-        else
-            "$py" tools/gen_gguf.py --bench tests/bench/models/mixtral-bench-f16 "$gdir" >&2
-        fi
+gen_gguf.convert(sys.argv[1], sys.argv[2], "F16", True, sys.argv[3], False)' \
+                "$(pwd)/tests/bench/models/$src" "$b" "$(pwd)/$gdir" >&2 ;;
+        *) "$py" tools/gen_gguf.py --bench "tests/bench/models/$src" "$gdir" >&2 ;;
+        esac
     fi
-    "$py" tests/bench/gguf_add_vocab.py "$gdir/mixtral-bench-$t.gguf" "$gdir/mixtral-bench-$t-vocab.gguf" \
-        tests/fixtures/tokenizer/llama2 >&2
+    # shellcheck disable=SC2086
+    "$py" tests/bench/gguf_add_vocab.py "$gdir/$b.gguf" "$gdir/$b-vocab.gguf" tests/fixtures/tokenizer/llama2 $pad >&2
 done
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 med() { sort -n | awk '{a[NR] = $1} END {if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2}'; }
 for r in $(seq "$rounds"); do
     for t in $types; do
-        f=$gdir/mixtral-bench-$t-vocab.gguf
+        f=$gdir/$(base "$t")-vocab.gguf
         for args in "-p 128 -n 64" "-p 512 -n 0"; do
             # shellcheck disable=SC2086
             build/moescope bench "$f" $args -t "$threads" -r "$runs" 2>/dev/null |
