@@ -91,6 +91,18 @@ static void colour_setting(tui *t, ui_settings *cfg)
                  "%sconfig: colour %s is not an MoE layer of this model", cfg->warn[0] ? "; " : "", cfg->colour);
 }
 
+/* What the explorer and review mode start with alike: no layer colour,
+ * no forced expert, no search, the settings' mouse and key bindings. */
+static void tui_defaults(tui *t, ui_settings *cfg)
+{
+    t->colour_layer = -1;
+    t->view.forced = -1;
+    t->cmd_kind = ':';
+    t->match_first = t->match_last = -1;
+    t->mouse = cfg->mouse;
+    screen_bind_keys(t, cfg);
+}
+
 int cmd_explore(int argc, char **argv)
 {
     const char *model = NULL, *template_name = NULL, *system = NULL;
@@ -180,12 +192,7 @@ int cmd_explore(int argc, char **argv)
     t->n_predict = (int)n_predict;
     t->ignore_eos = ignore_eos;
     t->cursor = -1;
-    t->colour_layer = -1;
-    t->view.forced = -1;
-    t->cmd_kind = ':';
-    t->match_first = t->match_last = -1;
-    t->mouse = cfg.mouse;
-    screen_bind_keys(t, &cfg);
+    tui_defaults(t, &cfg);
     moe_session_params prm = {(int)ctx, (int)threads, 0};
     if (moe_model_open(model, &t->m, &err) || moe_session_new(t->m, &prm, &t->s, &err) ||
         moe_session_set_kv_type(t->s, kv_type, &err)) {
@@ -372,12 +379,7 @@ int cmd_view(int argc, char **argv)
     t->sp = *transcript_sampler(rec);
     t->focus = FOCUS_TRANSCRIPT;
     t->cursor = n ? 0 : -1;
-    t->colour_layer = -1;
-    t->view.forced = -1;
-    t->cmd_kind = ':';
-    t->match_first = t->match_last = -1;
-    t->mouse = cfg.mouse;
-    screen_bind_keys(t, &cfg);
+    tui_defaults(t, &cfg);
     t->wake_fd[0] = t->wake_fd[1] = -1;
     moe_route *routes = calloc((size_t)R + 1, sizeof *routes);
     if (!routes || convo_init(&t->conv, R, E, tm->n_layers, NULL) ||
