@@ -15,7 +15,19 @@
 
 #define LOGIT_TOL 1e-3
 
-
+/* A model of tests/fixtures/models, or NULL after a failed check naming why. */
+static moe_model *open_fixture(const char *name)
+{
+    char dir[1024];
+    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/%s", test_srcdir(), name);
+    moe_model *m;
+    moe_error err = {0};
+    if (moe_model_open(dir, &m, &err)) {
+        ok(0, "%s: %s", name, err.msg);
+        return NULL;
+    }
+    return m;
+}
 
 /* Apply one case's "controls" object through the public API. */
 static int apply(moe_session *s, const cJSON *ctl, moe_error *err)
@@ -250,11 +262,9 @@ static void refusals(void)
  * the reference checks them on its side). */
 static void equivalences(void)
 {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", test_srcdir());
-    moe_model *m;
+    moe_model *m = open_fixture("mixtral-tiny");
     moe_error err = {0};
-    if (moe_model_open(dir, &m, &err))
+    if (!m)
         return;
     int32_t ids[7] = {253, 49, 186, 99, 133, 27, 303};
     float out[3][320];
@@ -318,11 +328,9 @@ static void on_cap(void *ctx, const moe_token_trace *t)
 
 static void capacity_and_reprefill(void)
 {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", test_srcdir());
-    moe_model *m;
+    moe_model *m = open_fixture("mixtral-tiny");
     moe_error err = {0};
-    if (moe_model_open(dir, &m, &err))
+    if (!m)
         return;
     int32_t ids[16];
     for (int i = 0; i < 16; i++)
@@ -400,11 +408,9 @@ static void capacity_and_reprefill(void)
  * shows up in exactly its neuron. */
 static void activations(void)
 {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/mixtral-tiny", test_srcdir());
-    moe_model *m;
+    moe_model *m = open_fixture("mixtral-tiny");
     moe_error err = {0};
-    if (moe_model_open(dir, &m, &err))
+    if (!m)
         return;
     moe_session *s;
     moe_session_params sp = {32, 1, 0};
@@ -435,14 +441,10 @@ static void activations(void)
  * whose blocks have caches of their own. */
 static void activations_at(const char *name, int layer, int expert)
 {
-    char dir[1024];
-    snprintf(dir, sizeof dir, "%s/tests/fixtures/models/%s", test_srcdir(), name);
-    moe_model *m;
+    moe_model *m = open_fixture(name);
     moe_error err = {0};
-    if (moe_model_open(dir, &m, &err)) {
-        ok(0, "%s: %s", name, err.msg);
+    if (!m)
         return;
-    }
     const moe_model_info *in = moe_model_info_get(m);
     int cap = in->ff > in->dense_ff ? in->ff : in->dense_ff;
     cap = cap > in->dim ? cap : in->dim;
