@@ -21,7 +21,8 @@
  *
  * CONTROL, USER_DEFINED and UNKNOWN tokens are matched in the text before
  * anything else, as llama.cpp's tokenizer_st_partition does, like the
- * added tokens of a tokenizer.json; USER_DEFINED ones are not special. */
+ * added tokens of a tokenizer.json; USER_DEFINED ones are not special.
+ * The tokens that end generation are llama.cpp's set (eog_build). */
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -205,6 +206,88 @@ static moe_status oom(const gguf_file *g, moe_error *err)
     return moe_fail(err, MOE_ENOMEM, "%s: out of memory reading the vocabulary", gguf_path(g));
 }
 
+/* Texts llama.cpp's llama_vocab::impl::load looks for (its
+ * special_eog_ids: end-of-generation tokens found by their text), and the
+ * candidates it takes for a special id the file does not give. */
+static const char *const EOG_TEXTS[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<|return|>", "<|call|>",
+                                        "<end_of_turn>", "<|endoftext|>", "<|eom_id|>", "<EOT>", "_<EOT>",
+                                        "<|end_of_text|>", "<end_of_utterance>", NULL};
+/* DeepSeek's <｜end▁of▁sentence｜>; llama.cpp's other eot candidates are EOG_TEXTS */
+static const char *const EOT_TEXTS[] = {"<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", NULL};
+static const char *const FIM_PAD_TEXTS[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", NULL};
+static const char *const FIM_REP_TEXTS[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
+                                            NULL};
+static const char *const FIM_SEP_TEXTS[] = {"<|file_sep|>", NULL};
+
+/* Index in list of the text tok, or -1. */
+static int text_in(const gguf_strv *tok, const char *const *list)
+{
+    for (int k = 0; list[k]; k++)
+        if (is(tok->s, tok->n, list[k]))
+            return k;
+    return -1;
+}
+
+/* Mark in eog the last token (llama.cpp's token_to_id keeps the last id of
+ * a text) of each text of list. */
+static void mark_texts(char *eog, const gguf_strv *tok, size_t n, const char *const *list)
+{
+    unsigned seen = 0; /* a bit per text of list */
+    for (size_t i = n; i-- > 0;) {
+        int k = tok[i].n < 32 ? text_in(&tok[i], list) : -1;
+        if (k >= 0 && !(seen & 1u << k)) {
+            seen |= 1u << k;
+            eog[i] = 1;
+        }
+    }
+}
+
+/* t->eog: the end-of-generation set llama.cpp builds for this vocabulary.
+ * ids: eos, eot, eom, fim_pad, fim_rep, fim_sep (-1: absent). An id absent
+ * from the file is looked for by text, as llama.cpp does; where it would
+ * pick one of several candidates (in hash order) all of them are taken. */
+static int eog_build(moe_tokenizer *t, const gguf_strv *tok, size_t n, const int32_t ids[6])
+{
+    char *eog = calloc(n, 1);
+    if (!eog)
+        return -1;
+    static const char *const *const by_key[6] = {NULL, EOT_TEXTS, NULL, FIM_PAD_TEXTS, FIM_REP_TEXTS,
+                                                 FIM_SEP_TEXTS};
+    mark_texts(eog, tok, n, EOG_TEXTS);
+    for (int k = 0; k < 6; k++) {
+        if (ids[k] >= 0)
+            eog[ids[k]] = 1;
+        else if (by_key[k])
+            mark_texts(eog, tok, n, by_key[k]);
+    }
+    /* gpt-oss (o200k_harmony): <|end|> ends a message, not the generation,
+     * when <|return|> and <|call|> are there (llama.cpp drops it last, even
+     * when a key names it) */
+    int end = -1, ret = 0, call = 0;
+    size_t count = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (!eog[i])
+            continue;
+        count++;
+        end = is(tok[i].s, tok[i].n, "<|end|>") ? (int)i : end;
+        ret |= is(tok[i].s, tok[i].n, "<|return|>");
+        call |= is(tok[i].s, tok[i].n, "<|call|>");
+    }
+    if (end >= 0 && ret && call) {
+        eog[end] = 0;
+        count--;
+    }
+    if (count && !(t->eog = malloc(count * sizeof *t->eog))) {
+        free(eog);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (eog[i])
+            t->eog[t->n_eog++] = (int32_t)i;
+    free(eog);
+    return 0;
+}
+
 /* Fill t from g. Everything allocated hangs off t (freed by the caller on
  * error) or is freed here. */
 static moe_status load(moe_tokenizer *t, const gguf_file *g, moe_error *err)
@@ -307,9 +390,11 @@ static moe_status load(moe_tokenizer *t, const gguf_file *g, moe_error *err)
         (st = opt_bool(g, "tokenizer.ggml.add_eos_token", add_eos, &add_eos, err)) ||
         (st = opt_bool(g, "tokenizer.ggml.add_space_prefix", add_space, &add_space, err)))
         goto done;
-    int32_t unk, ignored;
-    static const char *const others[] = {"padding_token_id", "eot_token_id", "eom_token_id",
-                                         "seperator_token_id", "cls_token_id", "mask_token_id"};
+    int32_t unk, ignored, eog[6];
+    static const char *const others[] = {"padding_token_id", "seperator_token_id", "cls_token_id",
+                                         "mask_token_id"};
+    static const char *const ends[] = {"eot_token_id", "eom_token_id", "fim_pad_token_id",
+                                       "fim_rep_token_id", "fim_sep_token_id"};
     if ((st = special_id(g, "bos_token_id", n, &t->bos, err)) ||
         (st = special_id(g, "eos_token_id", n, &t->eos, err)) ||
         (st = special_id(g, "unknown_token_id", n, &unk, err)))
@@ -317,6 +402,14 @@ static moe_status load(moe_tokenizer *t, const gguf_file *g, moe_error *err)
     for (size_t i = 0; i < sizeof others / sizeof others[0]; i++)
         if ((st = special_id(g, others[i], n, &ignored, err)))
             goto done;
+    eog[0] = t->eos;
+    for (size_t i = 0; i < sizeof ends / sizeof ends[0]; i++)
+        if ((st = special_id(g, ends[i], n, &eog[i + 1], err)))
+            goto done;
+    if (eog_build(t, tok, n, eog)) {
+        st = oom(g, err);
+        goto done;
+    }
 
     /* the pieces, the added tokens, the merges */
     t->n_ids = (int)n;

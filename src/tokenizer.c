@@ -651,6 +651,7 @@ void moe_tokenizer_free(moe_tokenizer *t)
     free_steps(t->dec, t->n_dec);
     free(t->prefix);
     free(t->suffix);
+    free(t->eog);
     bpe_done(&t->v);
     free(t);
 }
@@ -953,6 +954,13 @@ moe_status moe_tokenizer_open(const char *path, moe_tokenizer **out, moe_error *
         goto fail_nomem;
     t->bos = token_id(t, config_token(cfg, "bos_token"));
     t->eos = token_id(t, config_token(cfg, "eos_token"));
+    /* here only EOS ends generation, as in transformers, where the model's
+     * eos_token_id does; markers such as <|im_end|> stop a chat turn
+     * through the template (moe_chat_stop_strings) */
+    if (t->eos >= 0 && !(t->eog = malloc(sizeof *t->eog)))
+        goto fail_nomem;
+    if (t->eog)
+        t->eog[t->n_eog++] = t->eos;
     if (!cJSON_GetObjectItemCaseSensitive(root, "post_processor") ||
         cJSON_IsNull(cJSON_GetObjectItemCaseSensitive(root, "post_processor"))) {
         /* no post-processor: tokenizer_config.json says what to add */
@@ -1039,5 +1047,26 @@ int32_t moe_tokenizer_bos(const moe_tokenizer *t)
 int32_t moe_tokenizer_eos(const moe_tokenizer *t)
 {
     return t->eos;
+}
+
+int moe_tokenizer_is_eog(const moe_tokenizer *t, int32_t id)
+{
+    int lo = 0, hi = t->n_eog;
+    while (lo < hi) {
+        int mid = lo + (hi - lo) / 2;
+        if (t->eog[mid] == id)
+            return 1;
+        if (t->eog[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return 0;
+}
+
+int moe_tokenizer_eog(const moe_tokenizer *t, const int32_t **ids)
+{
+    *ids = t->eog;
+    return t->n_eog;
 }
 

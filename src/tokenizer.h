@@ -60,6 +60,8 @@ struct moe_tokenizer {
     int32_t *prefix, *suffix; /* ids the post-processor adds */
     int n_prefix, n_suffix;
     int32_t bos, eos;
+    int32_t *eog;         /* (n_eog) ascending: the ids that end generation */
+    int n_eog;
     str *shown;           /* (n_ids) piece as text, for moe_tokenizer_piece */
 };
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Break a GGUF file in one named way, for tests/hostile.sh (standard library only).
+"""Break a GGUF file in one named way, for tests/hostile.sh and
+tests/gguf_model_vocab.sh (standard library only).
 
     gguf_edit.py IN OUT EDIT...
 
@@ -10,6 +11,7 @@ EDIT is one of
     shape NAME D0,D1,...    new dimensions, innermost first (keep them no
                             larger than the data, or the reader refuses first)
     tokens N                a tokenizer.ggml.tokens array of N strings
+    set-token ID TEXT       token ID of tokenizer.ggml.tokens spelled TEXT
     fill-f32 NAME X         every value of an F32 tensor set to X
 
 The tensors are laid out again as the format requires (in order, each
@@ -128,6 +130,17 @@ def main(argv):
     elif op == "tokens":
         toks = b"".join(struct.pack("<Q", len(s)) + s for s in (b"t%d" % i for i in range(int(args[0]))))
         set_kv(kvs, "tokenizer.ggml.tokens", 9, struct.pack("<IQ", 8, int(args[0])) + toks)
+    elif op == "set-token":
+        kv = next(kv for kv in kvs if kv[0] == b"tokenizer.ggml.tokens")
+        et, n = struct.unpack_from("<IQ", kv[2])
+        assert kv[1] == 9 and et == 8, "set-token needs an array of strings"
+        p, toks = 12, []
+        for _ in range(n):
+            m = struct.unpack_from("<Q", kv[2], p)[0]
+            toks.append(kv[2][p + 8:p + 8 + m])
+            p += 8 + m
+        toks[int(args[0])] = args[1].encode()
+        kv[2] = struct.pack("<IQ", 8, n) + b"".join(struct.pack("<Q", len(s)) + s for s in toks)
     elif op == "fill-f32":
         t = find[args[0]]
         assert t[2] == 0, "fill-f32 needs an F32 tensor"

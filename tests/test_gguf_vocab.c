@@ -6,8 +6,9 @@
  * files by tools/gen_gguf_vocab.py as llama.cpp's converter writes them:
  * llama2 is committed (tests/fixtures/gguf/vocab-llama2.gguf); the larger
  * qwen3 and llama3 ones are written at check time by tests/gguf_vocab.sh
- * into the directory given as the first argument. Then hostile metadata,
- * written here key by key. */
+ * into the directory given as the first argument. Each file's
+ * end-of-generation ids are llama.cpp's. Then small vocabularies written
+ * here key by key: llama.cpp's end-of-generation rules, hostile metadata. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,17 @@ static void show(const char *what, const char *text, const int32_t *ids, int n)
         k += (size_t)snprintf(got + k, sizeof got - k, "%s%d", i ? "," : "", (int)ids[i]);
     got[k] = 0;
     diag("%s for \"%.60s\": [%s]", what, text, got);
+}
+
+/* A tokenizer's end-of-generation ids as "a,b,c" into buf. */
+static void eog_list(const moe_tokenizer *t, char *buf, size_t cap)
+{
+    const int32_t *ids;
+    int n = moe_tokenizer_eog(t, &ids);
+    size_t k = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%d", i ? "," : "", (int)ids[i]);
 }
 
 static void check_vocab(const char *vocab, const char *gguf)
@@ -49,6 +61,25 @@ static void check_vocab(const char *vocab, const char *gguf)
        "%s: vocabulary size (%d), BOS (%d) and EOS (%d) equal tokenizer.json's (%d, %d, %d)", vocab,
        moe_tokenizer_vocab_size(g), (int)moe_tokenizer_bos(g), (int)moe_tokenizer_eos(g),
        moe_tokenizer_vocab_size(j), (int)moe_tokenizer_bos(j), (int)moe_tokenizer_eos(j));
+
+    /* end of generation: llama.cpp's set, as its loader prints it for these
+     * vocabularies ("EOG token = ..." of print_info, Qwen2.5/Qwen3 and
+     * Llama 3 GGUF files); tokenizer.json's is its EOS alone */
+    static const struct {
+        const char *vocab, *eog;
+    } eogs[] = {{"llama2", "2"}, {"qwen3", "151643,151645,151662,151663,151664"}, {"llama3", "128001,128009"}};
+    for (size_t i = 0; i < sizeof eogs / sizeof eogs[0]; i++) {
+        if (strcmp(eogs[i].vocab, vocab))
+            continue;
+        char got[128], gotj[32];
+        eog_list(g, got, sizeof got);
+        eog_list(j, gotj, sizeof gotj);
+        char eos[16];
+        snprintf(eos, sizeof eos, "%d", (int)moe_tokenizer_eos(j));
+        ok(!strcmp(got, eogs[i].eog) && moe_tokenizer_is_eog(g, moe_tokenizer_eos(g)),
+           "%s: the GGUF file's end-of-generation ids are llama.cpp's: %s", vocab, got);
+        ok(!strcmp(gotj, eos), "%s: tokenizer.json's end-of-generation id is its EOS alone (%s)", vocab, gotj);
+    }
 
     cJSON *root = test_read_json(golden);
     const cJSON *cases = cJSON_GetObjectItem(root, "cases"), *c;
@@ -213,7 +244,8 @@ static void save(gw *w, char *path)
     memset(w, 0, sizeof *w);
 }
 
-enum { GOOD, WRONG_TOKENS, BAD_MERGE, BAD_BOS, SCORES, TYPES, TYPE_VALUE, PRE, MODEL, NO_VOCAB, NO_SPACE, N_CASES };
+enum { GOOD, WRONG_TOKENS, BAD_MERGE, BAD_BOS, SCORES, TYPES, TYPE_VALUE, PRE, MODEL, NO_VOCAB, NO_SPACE, BAD_FIM,
+       N_CASES };
 
 /* A five-token byte-level vocabulary, broken in one way. */
 static void build(gw *w, int how)
@@ -233,6 +265,8 @@ static void build(gw *w, int how)
     kv_strs(w, "tokenizer.ggml.merges", how == BAD_MERGE ? "a b,c d" : how == NO_SPACE ? "a b,ab" : "a b");
     kv_u32(w, "tokenizer.ggml.eos_token_id", 4);
     kv_u32(w, "tokenizer.ggml.bos_token_id", how == BAD_BOS ? 5 : 4);
+    if (how == BAD_FIM)
+        kv_u32(w, "tokenizer.ggml.fim_rep_token_id", 9);
 }
 
 static void check_hostile(void)
@@ -252,6 +286,7 @@ static void check_hostile(void)
         [MODEL] = {MOE_EUNSUPPORTED, "tokenizer.ggml.model \"bert\" is not supported"},
         [NO_VOCAB] = {MOE_EUNSUPPORTED, "carries no vocabulary"},
         [NO_SPACE] = {MOE_EFORMAT, "tokenizer.ggml.merges[1] (\"ab\") is not two tokens"},
+        [BAD_FIM] = {MOE_EFORMAT, "tokenizer.ggml.fim_rep_token_id is 9 but the vocabulary has 5 tokens"},
     };
     for (int how = 0; how < N_CASES; how++) {
         gw w = {0};
@@ -279,6 +314,78 @@ static void check_hostile(void)
             if (st == MOE_OK)
                 free(ids);
         }
+        moe_tokenizer_free(t);
+        remove(path);
+    }
+}
+
+/* End of generation in small byte-level vocabularies, by the rules of
+ * llama.cpp's llama_vocab::impl::load (src/llama-vocab.cpp): the eos, eot,
+ * eom and fim_pad/rep/sep ids, the tokens spelled as its end markers, an
+ * eot or fim token looked for by text when no key names it, the last id of
+ * a text that is spelled twice, and gpt-oss's <|end|> dropped when
+ * <|return|> and <|call|> are there. */
+static void check_eog(void)
+{
+    static const struct {
+        const char *tokens; /* ','-separated */
+        const char *keys;   /* "name=id ..." tokenizer.ggml.name */
+        const char *want;   /* the EOG ids */
+        const char *what;
+    } cases[] = {
+        {"a,b,ab,c,</s>", "eos_token_id=4", "4", "EOS"},
+        {"a,b,ab,c,</s>", "eos_token_id=4 eot_token_id=3 eom_token_id=0", "0,3,4", "the eot and eom keys"},
+        {"a,b,ab,<|im_end|>,<|endoftext|>,<end_of_turn>,<|eom_id|>,<|eot_id|>,<EOT>,<|end_of_text|>,<|start|>", "",
+         "3,4,5,6,7,8,9", "end markers by text, not <|start|>"},
+        {"a,b,ab,<|end|>,<|return|>,<|call|>", "", "4,5", "gpt-oss: <|return|> and <|call|>, not <|end|>"},
+        {"a,b,ab,<|end|>,<|return|>", "", "3,4", "<|end|> without <|call|>"},
+        {"a,b,ab,<PAD>,<|file_sep|>,<reponame>", "", "3,4,5", "FIM pad, sep and repo tokens by text"},
+        {"a,b,ab,<PAD>,<|file_sep|>,<reponame>", "fim_pad_token_id=0", "0,4,5", "fim_pad_token_id instead of <PAD>"},
+        {"a,b,ab,<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", "", "3",
+         "DeepSeek's end of sentence as the eot token"},
+        {"a,b,ab,<\xef\xbd\x9c" "end\xe2\x96\x81of\xe2\x96\x81sentence\xef\xbd\x9c>", "eot_token_id=0", "0",
+         "an eot key: no eot token by text"},
+        {"a,b,ab,<|im_end|>,<|im_end|>", "", "4", "a text spelled twice: its last id"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        gw w = {0};
+        char path[64], got[64];
+        kv_str(&w, "general.architecture", "llama");
+        kv_str(&w, "tokenizer.ggml.model", "gpt2");
+        kv_str(&w, "tokenizer.ggml.pre", "gpt-2");
+        kv_strs(&w, "tokenizer.ggml.tokens", cases[i].tokens);
+        kv_strs(&w, "tokenizer.ggml.merges", "a b");
+        for (const char *p = cases[i].keys; *p;) {
+            char key[64];
+            int len, id;
+            if (sscanf(p, "%40[a-z_]=%d%n", key + 15, &id, &len) != 2)
+                break;
+            memcpy(key, "tokenizer.ggml.", 15);
+            kv_u32(&w, key, (uint32_t)id);
+            p += len;
+            p += *p == ' ';
+        }
+        save(&w, path);
+        moe_error err = {0};
+        moe_tokenizer *t = NULL;
+        if (moe_tokenizer_open(path, &t, &err) != MOE_OK) {
+            ok(0, "end of generation, %s: the vocabulary opens: %s", cases[i].what, err.msg);
+            remove(path);
+            continue;
+        }
+        eog_list(t, got, sizeof got);
+        /* moe_tokenizer_is_eog says the same as the list, and no for ids out of range */
+        const int32_t *ids;
+        int n_eog = moe_tokenizer_eog(t, &ids), agree = 1;
+        for (int32_t id = -1; id <= moe_tokenizer_vocab_size(t); id++) {
+            int in = 0;
+            for (int k = 0; k < n_eog; k++)
+                in |= ids[k] == id;
+            agree &= moe_tokenizer_is_eog(t, id) == in;
+        }
+        ok(!strcmp(got, cases[i].want) && agree, "end of generation, %s: ids {%s}", cases[i].what, got);
+        if (strcmp(got, cases[i].want))
+            diag("want {%s}", cases[i].want);
         moe_tokenizer_free(t);
         remove(path);
     }
@@ -345,6 +452,7 @@ int main(int argc, char **argv)
             ok(0, "%s: tools/gen_gguf_vocab.py wrote %s", big[i], path);
     }
     check_hostile();
+    check_eog();
     check_corruptions();
 
     char no_vocab[1024], dir[1024];

@@ -10,7 +10,11 @@ Written from ggml's docs/gguf.md, not with the gguf-py package: a header
 infos (name, dimensions innermost first, ggml type, offset), then the data
 section, every tensor padded to general.alignment (32). The files carry no
 vocabulary (tokenizer.ggml.model = "no_vocab" with {arch}.vocab_size), as
-llama.cpp's own test models.
+llama.cpp's own test models. With --vocab (for tests/gguf_model_vocab.sh;
+nothing committed) an F32 file carries the directory's tokenizer.json as
+tools/gen_gguf_vocab.py writes it:
+
+    python3 tools/gen_gguf.py --vocab SRC_DIR OUT.gguf [--pre NAME]
 
 Names and keys follow llama.cpp (gguf-py/gguf/constants.py, tensor_mapping.py;
 convert_hf_to_gguf.py): 1-D tensors and routers (ffn_gate_inp) stay F32; the
@@ -50,7 +54,13 @@ ALIGN = 32
 
 GGML = {"F32": 0, "F16": 1, "Q4_0": 2, "Q8_0": 8, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "BF16": 30}
 BLOCK = {"Q4_0": 32, "Q8_0": 32, "Q4_K": 256, "Q5_K": 256, "Q6_K": 256}
-T_U32, T_I32, T_F32, T_BOOL, T_STRING = 4, 5, 6, 7, 8
+T_U32, T_I32, T_F32, T_BOOL, T_STRING, T_ARRAY = 4, 5, 6, 7, 8, 9
+
+
+def vocab_tool():
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import gen_gguf_vocab
+    return gen_gguf_vocab
 
 
 def read_safetensors(d):
@@ -425,6 +435,8 @@ class Writer:
                 out += struct.pack("<f", v)
             elif vt == T_BOOL:
                 out += struct.pack("<B", int(v))
+            elif vt == T_ARRAY:
+                out += vocab_tool().gguf_array(v)
         off = 0
         for name, shape, gt, data in self.tensors:
             ne = list(reversed(shape))  # ggml: innermost first
@@ -518,7 +530,9 @@ ARCH = {"MixtralForCausalLM": "llama", "LlamaForCausalLM": "llama", "Qwen2MoeFor
         "Qwen3MoeForCausalLM": "qwen3moe", "OlmoeForCausalLM": "olmoe"}
 
 
-def convert(src, dst, kind, merged=True, out=OUT, twin=True, hook=None):
+def convert(src, dst, kind, merged=True, out=OUT, twin=True, hook=None, vocab=None):
+    """vocab: (tokenizer directory, pre-tokenizer name) whose tokenizer the
+    file carries, or None for no_vocab."""
     cfg = json.load(open(os.path.join(MODELS, src, "config.json")))
     w = read_safetensors(os.path.join(MODELS, src))
     arch = ARCH[cfg["architectures"][0]]
@@ -551,9 +565,17 @@ def convert(src, dst, kind, merged=True, out=OUT, twin=True, hook=None):
         g.add(a + "expert_shared_feed_forward_length", T_U32, cfg["shared_expert_intermediate_size"])
     if cfg.get("clip_qkv"):
         g.add(a + "attention.clamp_kqv", T_F32, cfg["clip_qkv"])
-    g.add("tokenizer.ggml.model", T_STRING, "no_vocab")
-    g.add("tokenizer.ggml.bos_token_id", T_U32, cfg["bos_token_id"])
-    g.add("tokenizer.ggml.eos_token_id", T_U32, cfg["eos_token_id"])
+    if vocab:
+        kvs = [kv for kv in vocab_tool().vocab_kvs(*vocab) if not kv[0].startswith("general.")]
+        for kv in kvs:
+            g.add(*kv)
+        for key in ("bos_token_id", "eos_token_id"):
+            if not any(kv[0] == "tokenizer.ggml." + key for kv in kvs):
+                g.add("tokenizer.ggml." + key, T_U32, cfg[key])
+    else:
+        g.add("tokenizer.ggml.model", T_STRING, "no_vocab")
+        g.add("tokenizer.ggml.bos_token_id", T_U32, cfg["bos_token_id"])
+        g.add("tokenizer.ggml.eos_token_id", T_U32, cfg["eos_token_id"])
 
     deq = Writer()
     deq.kv = g.kv
@@ -732,6 +754,20 @@ if __name__ == "__main__":
         base = os.path.basename(src.rstrip("/")).replace("-f16", "")
         for kind in ("Q8_0", "Q4_K_M"):
             print(base + "-" + kind.lower(), convert(src, base + "-" + kind.lower(), kind, True, out, False))
+        sys.exit(0)
+    if len(sys.argv) > 1 and sys.argv[1] == "--vocab":
+        args = sys.argv[2:]
+        pre = None
+        if "--pre" in args:
+            k = args.index("--pre")
+            pre = args[k + 1]
+            del args[k:k + 2]
+        if len(args) != 2:
+            raise SystemExit("usage: gen_gguf.py --vocab SRC_DIR OUT.gguf [--pre NAME]")
+        src, dst = os.path.abspath(args[0]), os.path.abspath(args[1])
+        if not dst.endswith(".gguf"):
+            raise SystemExit("gen_gguf.py --vocab: OUT must end in .gguf")
+        convert(src, os.path.basename(dst)[:-5], "F32", True, os.path.dirname(dst), False, vocab=(src, pre))
         sys.exit(0)
     if len(sys.argv) == 1 or "quant-blocks" in sys.argv[1:]:
         quant_blocks()

@@ -71,22 +71,23 @@ def gguf_value(vt, v):
     raise ValueError(vt)
 
 
+def gguf_array(v):
+    """The bytes of an array value (elem vtype, values), after its type."""
+    et, vals = v
+    out = struct.pack("<IQ", et, len(vals))
+    if et == T_I32:
+        return out + struct.pack("<%di" % len(vals), *vals)
+    if et == T_F32:
+        return out + struct.pack("<%df" % len(vals), *vals)
+    return out + b"".join(gguf_value(et, x) for x in vals)
+
+
 def write_gguf(path, kvs):
     """kvs: (key, vtype, value) or (key, T_ARRAY, (elem vtype, values))."""
     out = bytearray(b"GGUF" + struct.pack("<IQQ", 3, 0, len(kvs)))
     for key, vt, v in kvs:
         out += gguf_str(key) + struct.pack("<I", vt)
-        if vt == T_ARRAY:
-            et, vals = v
-            out += struct.pack("<IQ", et, len(vals))
-            if et == T_I32:
-                out += struct.pack("<%di" % len(vals), *vals)
-            elif et == T_F32:
-                out += struct.pack("<%df" % len(vals), *vals)
-            else:
-                out += b"".join(gguf_value(et, x) for x in vals)
-        else:
-            out += gguf_value(vt, v)
+        out += gguf_array(v) if vt == T_ARRAY else gguf_value(vt, v)
     with open(path + ".tmp", "wb") as f:
         f.write(out)
     os.replace(path + ".tmp", path)
@@ -117,6 +118,11 @@ def template_adds(pp):
 
 
 def convert(src, out, pre):
+    write_gguf(out, vocab_kvs(src, pre))
+
+
+def vocab_kvs(src, pre):
+    """The metadata convert() writes, as (key, vtype, value) tuples."""
     tj = json.load(open(os.path.join(src, "tokenizer.json"), encoding="utf-8"))
     cpath = os.path.join(src, "tokenizer_config.json")
     cfg = json.load(open(cpath, encoding="utf-8")) if os.path.exists(cpath) else {}
@@ -195,7 +201,7 @@ def convert(src, out, pre):
         ct = next((x["template"] for x in ct if x.get("name") == "default"), None)
     if isinstance(ct, str):
         kvs.append(("tokenizer.chat_template", T_STRING, ct))
-    write_gguf(out, kvs)
+    return kvs
 
 
 # (tokenizer directory, pre-tokenizer name, committed file)

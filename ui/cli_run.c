@@ -37,7 +37,7 @@ static const char RUN_USAGE[] =
     "  -c, --ctx-size N       context length (default: min(model maximum, 4096))\n"
     "  -b, --batch-size N     prompt tokens per forward pass (default 512)\n"
     "  --kv-type T            KV cache type: f32 (default) or f16 (half the memory)\n"
-    "  --ignore-eos           keep generating past the end-of-sequence token\n"
+    "  --ignore-eos           keep generating past the end-of-generation tokens (EOS, EOT)\n"
     "  --print-ids            print only the generated ids, space-separated, on one line\n"
     "  --save FILE            save the session as a transcript (JSON: turns, every token's\n"
     "                         routing in all layers, controls; see docs/transcript.schema.json)\n"
@@ -255,8 +255,9 @@ static int parse(int argc, char **argv, run_opts *o)
 }
 
 /* Wrap the prompt in a chat template (the model's own, or --template) and
- * find the tokens that end the assistant's turn. Returns the rendered text
- * (caller frees) or NULL after printing the problem. */
+ * append the tokens that end the assistant's turn to stops (which holds
+ * *n_stops ids and room for 16). Returns the rendered text (caller frees)
+ * or NULL after printing the problem. */
 static char *render_chat(const run_opts *o, const moe_model_info *in, const moe_tokenizer *tok, int32_t *stops,
                          int *n_stops)
 {
@@ -410,13 +411,13 @@ int cmd_run(int argc, char **argv)
         fail_msg("%s%s", err.msg, has_tok ? "" : "; give the prompt as --prompt-ids");
         goto done;
     }
-    int32_t stops[18];
+    /* generation ends on the model's EOS, the tokenizer's end-of-generation
+     * ids (moe_tokenizer_is_eog) and, in a chat, the template's end of turn */
+    int32_t stops[17];
     int n_stops = 0;
     if (in->eos_id >= 0)
         stops[n_stops++] = in->eos_id;
-    if (tok && moe_tokenizer_eos(tok) >= 0)
-        stops[n_stops++] = moe_tokenizer_eos(tok);
-    if (o.chat && !(chat_text = render_chat(&o, in, tok, stops + n_stops, &n_stops)))
+    if (o.chat && !(chat_text = render_chat(&o, in, tok, stops, &n_stops)))
         goto done;
     /* a rendered template carries its own BOS, as transformers' apply_chat_template assumes */
     const char *text = chat_text ? chat_text : o.text;
@@ -502,7 +503,7 @@ int cmd_run(int argc, char **argv)
     while (n_gen < o.n_predict) {
         int32_t id = moe_sampler_sample(smp, moe_session_logits(s));
         moe_sampler_accept(smp, id);
-        int stop = 0;
+        int stop = tok && moe_tokenizer_is_eog(tok, id);
         for (int i = 0; i < n_stops; i++)
             stop |= id == stops[i];
         int last = n_gen + 1 == o.n_predict || (stop && !o.ignore_eos);

@@ -417,6 +417,17 @@ int moe_tokenizer_is_special(const moe_tokenizer *t, int32_t id);
  * tokenizer.ggml.bos_token_id/eos_token_id); -1 when there is none. */
 int32_t moe_tokenizer_bos(const moe_tokenizer *t);
 int32_t moe_tokenizer_eos(const moe_tokenizer *t);
+/* 1 when generating `id` ends the text (llama.cpp's end-of-generation, EOG).
+ * From tokenizer.json: the EOS alone. From a GGUF file, as llama.cpp's
+ * llama_vocab: the eos, eot, eom and fim_pad/fim_rep/fim_sep token ids of
+ * tokenizer.ggml.*, and the tokens whose text is <|eot_id|>, <|eom_id|>,
+ * <|im_end|>, <|end|>, <end_of_turn>, <|endoftext|>, <|end_of_text|>, <EOT>,
+ * ... (llama.cpp's list; without an eot or fim key, its candidates for
+ * them too). 0 for any other id, out of range included. */
+int moe_tokenizer_is_eog(const moe_tokenizer *t, int32_t id);
+/* The end-of-generation ids, ascending: sets *ids (valid as long as the
+ * tokenizer; NULL when there are none) and returns how many. */
+int moe_tokenizer_eog(const moe_tokenizer *t, const int32_t **ids);
 
 /* Streaming detokenizer for generation: ids go in one at a time, text
  * comes out as soon as it is whole. It never emits part of a UTF-8

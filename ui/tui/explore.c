@@ -27,7 +27,7 @@ static const char EXPLORE_USAGE[] =
     "  -t, --threads N        threads (default: all cores)\n"
     "  -c, --ctx-size N       context length (default: min(model maximum, 4096))\n"
     "  --kv-type T            KV cache type: f32 (default) or f16 (half the memory)\n"
-    "  --ignore-eos           keep generating past the end-of-sequence token\n"
+    "  --ignore-eos           keep generating past the end-of-generation tokens (EOS, EOT)\n"
     "  --template NAME|FILE   chat with this template (chatml, llama3, mistral, tulu, or a file)\n"
     "  --raw                  raw completion even when the model has a chat template\n"
     "  --system TEXT          chat: the system message (also :system TEXT inside)\n"

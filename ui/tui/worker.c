@@ -206,9 +206,11 @@ static void generate(tui *t, const char *text)
         pthread_mutex_lock(&t->lock);
         t->tok_s = dt > 0 ? n_gen / dt : 0;
         pthread_mutex_unlock(&t->lock);
+        /* the tokenizer's end-of-generation ids: EOS, and a GGUF file's EOT, EOM... */
+        int eog = t->tok && moe_tokenizer_is_eog(t->tok, id);
         int eot = chat && chat_is_stop(&t->chat, id);
-        if ((id == eos || id == eos2 || eot) && !t->ignore_eos) {
-            why = eot && id != eos && id != eos2 ? "end of turn" : "end of text";
+        if ((id == eos || eog || eot) && !t->ignore_eos) {
+            why = id == eos || id == eos2 ? "end of text" : "end of turn";
             break;
         }
         if (gen)
