@@ -810,6 +810,17 @@ void kern_matvec_n(moe_dtype t, const void *W, size_t cols, const float *X, size
     }
 }
 
+void kern_q8_act(moe_dtype t, const float *x, size_t cols, void *out)
+{
+    quant_dot_act((int)(impl() - impls), t, x, cols, out);
+}
+
+void kern_matvec_q8(moe_dtype t, const void *W, size_t cols, const void *XQ, size_t n, float *Y, size_t ldy,
+                    size_t r0, size_t r1)
+{
+    quant_dot_rows((int)(impl() - impls), t, W, cols, XQ, n, Y, ldy, r0, r1);
+}
+
 size_t kern_row_bytes(moe_dtype t, size_t cols)
 {
     return quant_is_quantised(t) ? cols / quant_block(t) * quant_block_bytes(t) : cols * dtype_size(t);

@@ -26,6 +26,12 @@ void kern_matvec(moe_dtype t, const void *W, size_t cols, const float *x, float 
  * tokens of one expert). kern_matvec is the case n = 1. */
 void kern_matvec_n(moe_dtype t, const void *W, size_t cols, const float *X, size_t n,
                    float *Y, size_t ldy, size_t r0, size_t r1);
+/* As kern_matvec_n with the activations quantised to 8 bits
+ * (quant_dot_act) and integer dot products, for the weight types
+ * quant_dot_supported accepts. */
+void kern_q8_act(moe_dtype t, const float *x, size_t cols, void *out);
+void kern_matvec_q8(moe_dtype t, const void *W, size_t cols, const void *XQ, size_t n, float *Y, size_t ldy,
+                    size_t r0, size_t r1);
 /* Bytes of one row of `cols` weights of type t (cols a multiple of the
  * type's block: 32 for Q8_0 and Q4_0, 256 for Q4_K, Q5_K and Q6_K). */
 size_t kern_row_bytes(moe_dtype t, size_t cols);

@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "kernels.h"
+#include "quant.h"
 
 /* Measured on Sapphire Rapids with OpenBLAS 0.3.21's SkylakeX kernels
  * (tests/bench/kernels_bench.c). */
@@ -49,6 +50,9 @@ struct matmul_ctx {
     size_t max_cols;
     size_t tile_floats; /* per thread */
     float *tiles;       /* (n_threads, tile_floats): weight rows converted to f32 */
+    int act;            /* MATMUL_ACT_* */
+    unsigned char *xq;  /* one dispatch's activations quantised to 8 bits */
+    size_t xq_cap;
 };
 
 /* One call's arguments, shared by its tasks. */
@@ -57,7 +61,8 @@ typedef struct {
     moe_dtype t;
     const unsigned char *W; /* (rows, cols) of type t */
     size_t rows, cols;
-    const float *X; /* (n, cols) */
+    const float *X;   /* (n, cols) */
+    const void *XQ;   /* X quantised for the integer kernels, or NULL */
     size_t n;
     float *Y;     /* (n, rows) */
     size_t block; /* rows of W per task */
@@ -89,7 +94,48 @@ void matmul_free(matmul_ctx *c)
     if (!c)
         return;
     free(c->tiles);
+    free(c->xq);
     free(c);
+}
+
+void matmul_set_act(matmul_ctx *c, int act)
+{
+    c->act = act;
+}
+
+/* Whether products with weights of type t take 8-bit activations. */
+static int act_q8(const matmul_ctx *c, moe_dtype t)
+{
+    if (!quant_dot_supported(t))
+        return 0;
+    return c->act == MATMUL_ACT_Q8 || (c->act == MATMUL_ACT_AUTO && matmul_act_q8_fast());
+}
+
+int matmul_act_q8_fast(void)
+{
+    return strcmp(kern_isa(), "avx512") == 0;
+}
+
+/* Room for `bytes` of quantised activations: 0 when there is none, and
+ * the caller takes the f32 path. Grows only, so the hot path allocates
+ * only while the sizes are still growing. */
+static int xq_reserve(matmul_ctx *c, size_t bytes)
+{
+    if (bytes <= c->xq_cap)
+        return 1;
+    unsigned char *p = realloc(c->xq, bytes);
+    if (!p)
+        return 0;
+    c->xq = p;
+    c->xq_cap = bytes;
+    return 1;
+}
+
+static void quantise_rows(moe_dtype t, const float *X, size_t n, size_t cols, unsigned char *out)
+{
+    size_t vb = quant_dot_act_bytes(t, cols);
+    for (size_t v = 0; v < n; v++)
+        kern_q8_act(t, X + v * cols, cols, out + v * vb);
 }
 
 /* Up to this many rows of X the matrix-vector kernels are used. */
@@ -109,7 +155,10 @@ static void matvec_task(void *arg, int task, int thread)
     (void)thread;
     size_t r0 = (size_t)task * j->block;
     size_t r1 = r0 + j->block < j->rows ? r0 + j->block : j->rows;
-    kern_matvec_n(j->t, j->W, j->cols, j->X, j->n, j->Y, j->rows, r0, r1);
+    if (j->XQ)
+        kern_matvec_q8(j->t, j->W, j->cols, j->XQ, j->n, j->Y, j->rows, r0, r1);
+    else
+        kern_matvec_n(j->t, j->W, j->cols, j->X, j->n, j->Y, j->rows, r0, r1);
 }
 
 static void gemm_task(void *arg, int task, int thread)
@@ -138,7 +187,7 @@ void matmul(matmul_ctx *c, moe_dtype t, const void *W, size_t rows, size_t cols,
         memset(Y, 0, n * rows * sizeof *Y);
         return;
     }
-    job j = {c, t, W, rows, cols, X, n, Y, 0};
+    job j = {c, t, W, rows, cols, X, NULL, n, Y, 0};
     size_t nt = (size_t)c->n_threads;
 
     if (n <= small_n(t)) {
@@ -146,6 +195,10 @@ void matmul(matmul_ctx *c, moe_dtype t, const void *W, size_t rows, size_t cols,
          * else does not hold up the rest. */
         size_t want = nt == 1 ? 1 : nt * CHUNKS_PER_THREAD;
         j.block = round_up((rows + want - 1) / want, ROW_ALIGN);
+        if (act_q8(c, t) && xq_reserve(c, n * quant_dot_act_bytes(t, cols))) {
+            quantise_rows(t, X, n, cols, c->xq);
+            j.XQ = c->xq;
+        }
         pool_run(c->pool, matvec_task, &j, (int)((rows + j.block - 1) / j.block));
         return;
     }
@@ -167,6 +220,7 @@ enum { MANY_MAX = 32 }; /* products per dispatch */
 
 typedef struct {
     const matmul_item *item[MANY_MAX];
+    const void *xq[MANY_MAX]; /* the item's X quantised, or NULL */
     int n;
     size_t block[MANY_MAX];   /* rows of W per task, as matmul chooses */
     int first[MANY_MAX + 1]; /* the first task of each item */
@@ -182,7 +236,17 @@ static void many_task(void *arg, int task, int thread)
     const matmul_item *it = j->item[i];
     size_t r0 = (size_t)(task - j->first[i]) * j->block[i];
     size_t r1 = r0 + j->block[i] < it->rows ? r0 + j->block[i] : it->rows;
-    kern_matvec_n(it->t, it->W, it->cols, it->X, it->n, it->Y, it->rows, r0, r1);
+    if (j->xq[i])
+        kern_matvec_q8(it->t, it->W, it->cols, j->xq[i], it->n, it->Y, it->rows, r0, r1);
+    else
+        kern_matvec_n(it->t, it->W, it->cols, it->X, it->n, it->Y, it->rows, r0, r1);
+}
+
+/* Whether item it goes through the matrix-vector kernels of one dispatch
+ * rather than a matmul of its own. */
+static int many_small(const matmul_item *it)
+{
+    return it->n <= small_n(it->t) && it->cols > 0;
 }
 
 void matmul_many(matmul_ctx *c, const matmul_item *items, int n_items)
@@ -191,10 +255,27 @@ void matmul_many(matmul_ctx *c, const matmul_item *items, int n_items)
     j.n = 0;
     j.first[0] = 0;
     size_t nt = (size_t)c->n_threads, want = nt == 1 ? 1 : nt * CHUNKS_PER_THREAD;
+
+    /* The 8-bit activations of every item that takes them, each distinct X
+     * quantised once (q, k and v share theirs, as do an expert's gate and
+     * up), in one buffer reserved up front so that no pointer moves. */
+    enum { SEEN_MAX = 2 * MANY_MAX };
+    struct quantised {
+        const float *X;
+        size_t n, cols, at; /* at: offset in c->xq */
+    } seen[SEEN_MAX];
+    int n_seen = 0;
+    size_t need = 0;
+    for (int i = 0; i < n_items; i++)
+        if (many_small(&items[i]) && act_q8(c, items[i].t))
+            need += items[i].n * quant_dot_act_bytes(items[i].t, items[i].cols);
+    int q8 = need > 0 && xq_reserve(c, need);
+    size_t used = 0;
+
     for (int i = 0; i < n_items; i++) {
         const matmul_item *it = &items[i];
         assert(it->cols <= c->max_cols);
-        if (it->n > small_n(it->t) || it->cols == 0) {
+        if (!many_small(it)) { /* never the q8 path, so c->xq is left alone */
             matmul(c, it->t, it->W, it->rows, it->cols, it->X, it->n, it->Y);
             continue;
         }
@@ -207,6 +288,21 @@ void matmul_many(matmul_ctx *c, const matmul_item *items, int n_items)
         /* the same blocks as matmul, so that every output is the same */
         size_t block = round_up((it->rows + want - 1) / want, ROW_ALIGN);
         j.item[j.n] = it;
+        j.xq[j.n] = NULL;
+        if (q8 && act_q8(c, it->t)) {
+            int k = 0;
+            while (k < n_seen && !(seen[k].X == it->X && seen[k].n == it->n && seen[k].cols == it->cols))
+                k++;
+            if (k == n_seen) {
+                quantise_rows(it->t, it->X, it->n, it->cols, c->xq + used);
+                if (n_seen < SEEN_MAX)
+                    seen[n_seen++] = (struct quantised){it->X, it->n, it->cols, used};
+                j.xq[j.n] = c->xq + used;
+                used += it->n * quant_dot_act_bytes(it->t, it->cols);
+            } else {
+                j.xq[j.n] = c->xq + seen[k].at;
+            }
+        }
         j.block[j.n] = block;
         j.first[j.n + 1] = j.first[j.n] + (int)((it->rows + block - 1) / block);
         j.n++;

@@ -20,6 +20,15 @@ typedef struct matmul_ctx matmul_ctx;
 matmul_ctx *matmul_new(pool *p, size_t max_cols);
 void matmul_free(matmul_ctx *c);
 
+/* How activations meet quantised weights that have integer kernels
+ * (quant_dot_supported): AUTO quantises them to 8 bits where those kernels
+ * have SIMD code for this CPU (matmul_act_q8_fast), Q8 always, F32 never
+ * (the dequantised weights times f32 activations). AUTO is the default. */
+enum { MATMUL_ACT_AUTO = 0, MATMUL_ACT_F32 = 1, MATMUL_ACT_Q8 = 2 };
+void matmul_set_act(matmul_ctx *c, int act);
+/* 1 when the integer kernels have SIMD code for the kernels in use. */
+int matmul_act_q8_fast(void);
+
 /* Y (n, rows) = X (n, cols) · W (rows, cols)ᵀ; W has type t. Y is overwritten.
  * cols <= max_cols. Allocates nothing. */
 void matmul(matmul_ctx *c, moe_dtype t, const void *W, size_t rows, size_t cols,

@@ -7,6 +7,7 @@
 #define MOE_QUANT_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "moescope/moescope.h"
 
@@ -30,5 +31,28 @@ void quant_to_f32(int isa, moe_dtype t, const void *src, float *dst, size_t n);
  * additions of the dot products. */
 void quant_rows(int isa, moe_dtype t, const void *W, size_t cols, const float *X, size_t n, float *Y, size_t ldy,
                 size_t r0, size_t r1);
+
+/* ---- integer products with 8-bit activations (quant_dot.c) ----------------
+ * llama.cpp's arithmetic: each activation vector is quantised to int8 in
+ * blocks of 256 with one f32 scale, and a weight block's dot product is
+ * computed in integers, then scaled. 1 for the types that have it (Q4_K,
+ * Q5_K, Q6_K). */
+int quant_dot_supported(moe_dtype t);
+/* One block of a quantised activation vector: x[i] ≈ d·q[i]. */
+typedef struct {
+    float d;           /* max |x| / 127 */
+    int16_t bsums[16]; /* Σ q over each 16 */
+    int8_t q[256];
+} quant_q8k;
+/* Bytes of one quantised activation vector of cols (a multiple of 256). */
+size_t quant_dot_act_bytes(moe_dtype t, size_t cols);
+/* x[0..cols) quantised into out (quant_dot_act_bytes of it): the same
+ * bytes in every implementation. A non-finite x makes its block's
+ * products NaN. */
+void quant_dot_act(int isa, moe_dtype t, const float *x, size_t cols, void *out);
+/* As quant_rows, with X the n vectors quant_dot_act wrote one after the
+ * other. Portable and AVX-512 BW; other ISAs take the portable code. */
+void quant_dot_rows(int isa, moe_dtype t, const void *W, size_t cols, const void *XQ, size_t n, float *Y,
+                    size_t ldy, size_t r0, size_t r1);
 
 #endif

@@ -14,7 +14,16 @@
  * over those expected values, within 1e-5 · Σ|w·x| as test_kernels.c
  * argues for f32 accumulation; and each SIMD kernel with the portable one
  * on random blocks (random bytes with a finite scale, and scales near the
- * f16 extremes), within the same bound. */
+ * f16 extremes), within the same bound.
+ *
+ * The integer path (8-bit activations, quant_dot.c; Q4_K, Q5_K, Q6_K):
+ * the activation quantiser's rounding is within half a step of every
+ * value; each product equals a double dot product of the dequantised
+ * weights with the dequantised activations within 1e-5 · Σ|w·x̂| (the
+ * integers are exact; only the per-block scaling rounds); and against the
+ * f32 activations the error is at most Σ|w|·d/2, the bound the
+ * activations' rounding (|x − x̂| ≤ d/2) puts on it, which is what the
+ * model-level tolerances build on. */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -191,6 +200,115 @@ static void test_simd(int ti, const char *isa, float scale)
     free(ws);
 }
 
+/* The activation quantiser: rounding within half a step, |q| ≤ 127 with
+ * 127 reached, the bsums, a zero block, a NaN. */
+static void test_q8_act(void)
+{
+    size_t cols = 4 * 256;
+    float *x = random_floats(cols);
+    for (size_t i = 0; i < 256; i++)
+        x[256 + i] = 0;             /* block 1: zeros */
+    for (size_t i = 0; i < 256; i++)
+        x[512 + i] *= 1e-30f;       /* block 2: tiny */
+    x[768 + 5] = NAN;               /* block 3: not finite */
+    quant_q8k *q = malloc(quant_dot_act_bytes(MOE_Q4_K, cols));
+    kern_q8_act(MOE_Q4_K, x, cols, q);
+    int good = 1, sums = 1, reached = 1;
+    double worst = 0;
+    for (size_t b = 0; b < 3; b++) {
+        int top = 0;
+        for (size_t i = 0; i < 256; i++) {
+            double e = fabs((double)x[256 * b + i] - (double)q[b].d * q[b].q[i]);
+            if (q[b].d > 0 && e / q[b].d > worst)
+                worst = e / q[b].d;
+            good &= e <= 0.5 * q[b].d * (1 + 1e-6) + 1e-45 && q[b].q[i] >= -127;
+            top |= abs(q[b].q[i]) == 127;
+        }
+        reached &= b == 1 ? q[b].d == 0 : top;
+        for (int g = 0; g < 16; g++) {
+            int sum = 0;
+            for (int i = 0; i < 16; i++)
+                sum += q[b].q[16 * g + i];
+            sums &= sum == q[b].bsums[g];
+        }
+    }
+    ok(good, "8-bit activations: every value within half a step of its own (worst %.3f steps)", worst);
+    ok(reached, "8-bit activations: the largest value of a block is ±127; a zero block has scale 0");
+    ok(sums, "8-bit activations: bsums are the sums of each 16");
+    ok(isnan(q[3].d), "8-bit activations: a NaN makes its block's scale NaN (products NaN, as in f32)");
+    quant_q8k *q2 = malloc(quant_dot_act_bytes(MOE_Q4_K, cols));
+    for (int i = 0; i < N_ISAS; i++)
+        if (kern_set_isa(isas[i]) == 0) {
+            kern_q8_act(MOE_Q4_K, x, cols, q2);
+            ok(!memcmp(q, q2, 3 * sizeof *q) && isnan(q2[3].d), "8-bit activations: %s gives the same bytes", isas[i]);
+        }
+    free(q2);
+    free(q);
+    free(x);
+}
+
+/* Y (n, rows) of the integer path against (a) double dot products of the
+ * dequantised weights w with the dequantised activations, within TOL of
+ * Σ|w·x̂|; (b) those with the f32 activations X, within Σ|w|·d/2. */
+static int check_q8(const float *w, size_t rows, size_t cols, const float *X, const quant_q8k *XQ, size_t n,
+                    const float *Y, double *worst_exact, double *worst_bound)
+{
+    size_t nb = cols / 256;
+    int good = 1;
+    for (size_t v = 0; v < n; v++)
+        for (size_t r = 0; r < rows; r++) {
+            double ref = 0, mag = 0, exact = 0, bound = 0;
+            for (size_t j = 0; j < cols; j++) {
+                const quant_q8k *b = &XQ[v * nb + j / 256];
+                double wj = w[r * cols + j], xh = (double)b->d * b->q[j % 256];
+                ref += wj * xh;
+                mag += fabs(wj * xh);
+                exact += wj * X[v * cols + j];
+                bound += fabs(wj) * b->d / 2;
+            }
+            double y = Y[v * rows + r], e = fabs(y - ref) / (mag > 0 ? mag : 1);
+            double eb = bound > 0 ? fabs(y - exact) / bound : 0;
+            if (e > *worst_exact)
+                *worst_exact = e;
+            if (eb > *worst_bound)
+                *worst_bound = eb;
+            good &= isfinite(y) && fabs(y - ref) <= TOL * mag + 1e-30 &&
+                    fabs(y - exact) <= bound + TOL * mag + 1e-30;
+        }
+    return good;
+}
+
+/* The integer kernels of one ISA on random blocks, n = 1..6 vectors. */
+static void test_q8_rows(moe_dtype t, const char *isa, float scale)
+{
+    size_t cols = 4 * 256, rows = 21, nmax = 6, nb = cols / 256;
+    unsigned char *W = random_blocks(t, rows * nb, scale);
+    float *w = malloc(rows * cols * sizeof *w), *X = random_floats(nmax * cols);
+    for (size_t i = 0; i < nmax * cols; i++)
+        X[i] = 2 * X[i] - 1;
+    quant_q8k *XQ = malloc(nmax * quant_dot_act_bytes(t, cols));
+    for (size_t v = 0; v < nmax; v++)
+        kern_q8_act(t, X + v * cols, cols, XQ + v * nb);
+    kern_to_f32(t, W, w, rows * cols);
+    float *Y = calloc(nmax * rows, sizeof *Y);
+    int good = 1;
+    double we = 0, wb = 0;
+    for (size_t n = 1; n <= nmax; n++) {
+        kern_matvec_q8(t, W, cols, XQ, n, Y, rows, 2, rows); /* a range that starts inside */
+        kern_matvec_q8(t, W, cols, XQ, n, Y, rows, 0, 2);
+        good &= check_q8(w, rows, cols, X, XQ, n, Y, &we, &wb);
+    }
+    ok(good,
+       "%s: %s with 8-bit activations, 1-6 vectors (scale %g): within %g of Σ|w·x̂| of the dequantised values "
+       "(worst %.1e), and of the f32 product within Σ|w|·d/2 (worst %.2f of it)",
+       isa, moe_dtype_name(t), scale, TOL, we, wb);
+    free(W);
+    free(w);
+    free(X);
+    free(XQ);
+    free(Y);
+}
+
 /* matmul on a pool of 3: the matrix-vector path for small n, tiles of
  * dequantised rows through sgemm for large n. */
 static void test_matmul(void)
@@ -202,6 +320,7 @@ static void test_matmul(void)
         pool_free(p);
         return;
     }
+    matmul_set_act(c, MATMUL_ACT_F32);
     for (int ti = 0; ti < N_TYPES; ti++) {
         moe_dtype t = types[ti];
         unsigned char *W = random_blocks(t, rows * cols / quant_block(t), 0.01f);
@@ -218,6 +337,45 @@ static void test_matmul(void)
                worst);
             free(X);
             free(Y);
+        }
+        free(W);
+        free(w);
+    }
+
+    /* 8-bit activations through matmul and matmul_many (shared X
+     * quantised once): small n take the integer kernels, large n sgemm. */
+    matmul_free(c);
+    cols = 1024;
+    if (!ok((c = matmul_new(p, cols)) != NULL, "a matmul context for 1024 columns")) {
+        pool_free(p);
+        return;
+    }
+    matmul_set_act(c, MATMUL_ACT_Q8);
+    for (int ti = 2; ti < N_TYPES; ti++) {
+        moe_dtype t = types[ti];
+        unsigned char *W = random_blocks(t, rows * cols / 256, 0.01f);
+        float *w = malloc(rows * cols * sizeof *w);
+        kern_to_f32(t, W, w, rows * cols);
+        static const size_t ns[] = {1, 5, 48, 49};
+        for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+            size_t n = ns[i], nb = cols / 256;
+            float *X = random_floats(n * cols), *Y = calloc(n * rows, sizeof *Y), *Y2 = calloc(n * rows, sizeof *Y2);
+            quant_q8k *XQ = malloc(n * quant_dot_act_bytes(t, cols));
+            for (size_t v = 0; v < n; v++)
+                kern_q8_act(t, X + v * cols, cols, XQ + v * nb);
+            matmul(c, t, W, rows, cols, X, n, Y);
+            matmul_item items[2] = {{t, W, rows, cols, X, n, Y2}, {t, W, rows, cols, X, n, Y2}};
+            matmul_many(c, items, 2);
+            double we = 0, wb = 0;
+            int good = n <= 48 ? check_q8(w, rows, cols, X, XQ, n, Y, &we, &wb)
+                               : check_against(w, rows, cols, X, n, Y, &we);
+            ok(good && !memcmp(Y, Y2, n * rows * sizeof *Y),
+               "matmul %s, 8-bit activations, n %zu: %s (worst %.1e), matmul_many the same", moe_dtype_name(t), n,
+               n <= 48 ? "integer kernels within their bounds" : "sgemm with f32 activations", we);
+            free(X);
+            free(Y);
+            free(Y2);
+            free(XQ);
         }
         free(W);
         free(w);
@@ -245,6 +403,14 @@ int main(void)
             test_simd(ti, isas[i], 30000.f); /* near the largest f16 */
         }
     }
+    test_q8_act();
+    for (int i = 0; i < N_ISAS; i++)
+        if (kern_set_isa(isas[i]) == 0)
+            for (int ti = 2; ti < N_TYPES; ti++) {
+                test_q8_rows(types[ti], isas[i], 0.01f);
+                test_q8_rows(types[ti], isas[i], 1e-7f);
+                test_q8_rows(types[ti], isas[i], 30000.f);
+            }
     kern_set_isa(best);
     test_matmul();
 

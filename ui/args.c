@@ -19,6 +19,19 @@ int fail_msg(const char *fmt, ...)
     return 1;
 }
 
+int arg_act_type(const char *flag, const char *s, moe_dtype *out)
+{
+    if (s && !strcmp(s, "f32"))
+        *out = MOE_F32;
+    else if (s && !strcmp(s, "q8"))
+        *out = MOE_Q8_0;
+    else {
+        fail_msg("%s takes f32 or q8, not '%s'", flag, s ? s : "");
+        return 0;
+    }
+    return 1;
+}
+
 int arg_int(const char *flag, const char *s, long lo, long hi, long *out)
 {
     char *end;

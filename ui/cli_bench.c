@@ -33,6 +33,8 @@ static const char BENCH_USAGE[] =
     "              (\"tg64 @ d4096\"; default 0)\n"
     "  --k N       experts per token (default: the model's own)\n"
     "  --kv-type T KV cache type: f32 (default) or f16\n"
+    "  --act-type T activations meeting Q4_K/Q5_K/Q6_K weights: q8 (8-bit, integer\n"
+    "              kernels; default with AVX-512) or f32\n"
     "  --trace     also generate while recording the routing trace, and compare\n";
 
 static double now(void)
@@ -131,7 +133,7 @@ int cmd_bench(int argc, char **argv)
 {
     long n_prompt = 512, n_gen = 128, threads = 0, reps = 5, batch = 512, k = 0, depth = 0;
     int trace = 0;
-    moe_dtype kv_type = MOE_F32;
+    moe_dtype kv_type = MOE_F32, act_type = MOE_DTYPE_COUNT; /* COUNT: the session's default */
     const char *model = NULL;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -149,6 +151,11 @@ int cmd_bench(int argc, char **argv)
             if (!v || (strcmp(v, "f32") && strcmp(v, "f16")))
                 return fail_msg("bench: --kv-type takes f32 or f16") + 1;
             kv_type = strcmp(v, "f16") ? MOE_F32 : MOE_F16;
+            i++;
+            continue;
+        } else if (!strcmp(a, "--act-type")) {
+            if (!arg_act_type("bench: --act-type", v, &act_type))
+                return 2;
             i++;
             continue;
         } else if (!strcmp(a, "-p")) {
@@ -190,7 +197,8 @@ int cmd_bench(int argc, char **argv)
         goto done;
     }
     if (moe_model_open(model, &m, &err) || moe_session_new(m, &sp, &s, &err) ||
-        moe_session_set_kv_type(s, kv_type, &err) || (k && moe_session_set_k(s, -1, (int)k, &err))) {
+        moe_session_set_kv_type(s, kv_type, &err) || (k && moe_session_set_k(s, -1, (int)k, &err)) ||
+        (act_type != MOE_DTYPE_COUNT && moe_session_set_act_type(s, act_type, &err))) {
         fail_msg("%s", err.msg);
         goto done;
     }
@@ -288,9 +296,9 @@ int cmd_bench(int argc, char **argv)
         }
     }
     printf("\nt/s: median of %ld runs ± standard deviation; BLAS core: %s; kernels: %s; "
-           "experts per token: %d; KV cache %s\n",
+           "experts per token: %d; KV cache %s; activations for K-quants %s\n",
            reps, moe_blas_core(), moe_kernel_isa(), in->n_experts ? moe_session_get_k(s, -1) : 0,
-           moe_dtype_name(moe_session_kv_type(s)));
+           moe_dtype_name(moe_session_kv_type(s)), moe_session_act_type(s) == MOE_Q8_0 ? "q8" : "f32");
     for (int i = 0; i < n_notes; i++)
         printf("%s\n", notes[i]);
     if (rss > 0) {

@@ -37,6 +37,7 @@ static const char RUN_USAGE[] =
     "  -c, --ctx-size N       context length (default: min(model maximum, 4096))\n"
     "  -b, --batch-size N     prompt tokens per forward pass (default 512)\n"
     "  --kv-type T            KV cache type: f32 (default) or f16 (half the memory)\n"
+    ACT_TYPE_HELP
     "  --ignore-eos           keep generating past the end-of-generation tokens (EOS, EOT)\n"
     "  --print-ids            print only the generated ids, space-separated, on one line\n"
     "  --save FILE            save the session as a transcript (JSON: turns, every token's\n"
@@ -72,6 +73,7 @@ typedef struct {
     long n_predict, threads, ctx, batch;
     int ignore_eos, print_ids, seed_set;
     moe_dtype kv_type;         /* --kv-type */
+    moe_dtype act_type;        /* --act-type; MOE_DTYPE_COUNT: the session's default */
     moe_sampler_params sp;
     control_arg *controls;
     int n_controls;
@@ -89,7 +91,7 @@ static const struct {
     {"--temp", NULL}, {"--top-k", NULL}, {"--top-p", NULL}, {"--min-p", NULL},
     {"--repeat-penalty", NULL}, {"--repeat-last-n", NULL}, {"--seed", NULL}, {"-t", NULL},
     {"--threads", NULL}, {"-c", NULL}, {"--ctx-size", NULL}, {"-b", NULL}, {"--batch-size", NULL},
-    {"--kv-type", NULL}, {"--trace", NULL}, {"--save", NULL}, {"--template", NULL}, {"--system", NULL}, {"--colour", NULL}, {"--color", NULL}, {"--colour-by", NULL},
+    {"--kv-type", NULL}, {"--act-type", NULL}, {"--trace", NULL}, {"--save", NULL}, {"--template", NULL}, {"--system", NULL}, {"--colour", NULL}, {"--color", NULL}, {"--colour-by", NULL},
     {"--palette", NULL},
     {"--k", "k"}, {"--expert-off", "off"}, {"--expert-on", "on"}, {"--force", "force"},
     {"--bias", "bias"}, {"--offset", "offset"}, {"--capacity", "capacity"},
@@ -236,6 +238,8 @@ static int parse(int argc, char **argv, run_opts *o)
             if (strcmp(v, "f32") && strcmp(v, "f16"))
                 return fail_msg("--kv-type takes f32 or f16, not '%s'", v) + 1;
             o->kv_type = strcmp(v, "f16") ? MOE_F32 : MOE_F16;
+        } else if (IS("--act-type")) {
+            if (!arg_act_type("--act-type", v, &o->act_type)) return 2;
         }
 #undef IS
     }
@@ -384,6 +388,7 @@ static int finish_transcript(transcript *tr, const moe_tokenizer *tok, int reply
 int cmd_run(int argc, char **argv)
 {
     run_opts o = {0};
+    o.act_type = MOE_DTYPE_COUNT;
     int rc = parse(argc, argv, &o);
     moe_model *m = NULL;
     moe_session *s = NULL;
@@ -400,7 +405,9 @@ int cmd_run(int argc, char **argv)
     moe_session_params sp = {(int)o.ctx, (int)o.threads, (int)o.batch};
     rc = 1;
     if (moe_model_open(o.model, &m, &err) || moe_session_new(m, &sp, &s, &err) ||
-        moe_session_set_kv_type(s, o.kv_type, &err) || moe_sampler_new(&o.sp, moe_model_info_get(m)->vocab, &smp, &err)) {
+        moe_session_set_kv_type(s, o.kv_type, &err) ||
+        (o.act_type != MOE_DTYPE_COUNT && moe_session_set_act_type(s, o.act_type, &err)) ||
+        moe_sampler_new(&o.sp, moe_model_info_get(m)->vocab, &smp, &err)) {
         fail_msg("%s", err.msg);
         goto done;
     }

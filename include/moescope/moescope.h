@@ -179,6 +179,18 @@ void moe_session_set_trace(moe_session *s, const moe_trace_sink *sink);
  * MOE_ENOMEM when out of memory; on failure the session is unchanged. */
 moe_status moe_session_set_kv_type(moe_session *s, moe_dtype t, moe_error *err);
 moe_dtype moe_session_kv_type(const moe_session *s);
+/* How activations meet block-quantised weights of types Q4_K, Q5_K and
+ * Q6_K (other types always meet f32 activations). MOE_Q8_0: each
+ * activation vector is quantised to 8 bits, in blocks of 256 with one
+ * scale d = max|x|/127, and multiplied in integers, as llama.cpp does:
+ * faster, and each product then differs from the dequantised weights'
+ * by at most Σ|w|·d/2, the activations' rounding. MOE_F32: the
+ * dequantised weights times f32 activations, exactly the function of the
+ * dequantised weights. The default is MOE_Q8_0 where the integer kernels
+ * have SIMD code for this CPU (AVX-512), MOE_F32 elsewhere. May change
+ * between any two calls. MOE_EINVAL for another type. */
+moe_status moe_session_set_act_type(moe_session *s, moe_dtype t, moe_error *err);
+moe_dtype moe_session_act_type(const moe_session *s);
 /* Bytes of the session's KV cache: n_ctx positions of every layer's (or
  * MiCRo block's) keys and values at its type. */
 size_t moe_session_kv_bytes(const moe_session *s);

@@ -7,6 +7,11 @@
  * matvec  n = 1 bandwidth per ISA, dtype and thread count
  * sweep   GFLOP/s over n across matmul's switch to sgemm (SMALL_N_*)
  * gemm    n = 32 and 128, and the alternative design (OpenBLAS threads)
+ * qstream quantised types from memory: n = 1 and 4 through matmul over
+ *         768 MB of 4096 x 1024 matrices (past the L3), 1 and 2 threads,
+ *         GB/s of weights read, median of five passes
+ * q8sweep K-quants, one thread: the integer kernels with 8-bit activations
+ *         (quantising them included) against the f32 paths, over n
  * qsweep  quantised types, one thread: the matrix-vector kernels against
  *         dequantising tiles then sgemm, over n (SMALL_N_Q in matmul.c); in
  *         thread CPU time, which a loaded machine disturbs less
@@ -24,6 +29,7 @@
 #include "kernels.h"
 #include "matmul.h"
 #include "pool.h"
+#include "quant.h"
 
 static double now(void)
 {
@@ -381,6 +387,81 @@ static void bench_qsweep(void)
     }
 }
 
+static void run_q8(void *arg)
+{
+    q_args *a = arg;
+    size_t vb = quant_dot_act_bytes(a->t, a->cols);
+    for (size_t v = 0; v < a->n; v++)
+        kern_q8_act(a->t, a->X + v * a->cols, a->cols, (unsigned char *)a->tile + v * vb);
+    kern_matvec_q8(a->t, a->W, a->cols, a->tile, a->n, a->Y, a->rows, 0, a->rows);
+}
+
+static void bench_q8sweep(void)
+{
+    static const size_t ns[] = {1, 4, 8, 16, 32, 48, 64, 128, 256};
+    size_t rows = 2048, cols = 1024;
+    openblas_set_num_threads(1);
+    for (size_t k = 2; k < sizeof qtypes / sizeof qtypes[0]; k++) {
+        moe_dtype t = qtypes[k];
+        q_args a = {t, random_quant(t, rows, cols), rows, cols, 1, random_floats(256 * cols),
+                    malloc(256 * rows * sizeof(float)), malloc(256 * cols * sizeof(float))};
+        printf("%-5s %zu x %zu, 1 thread, GFLOP/s int8/f32 matvec/f32 sgemm:", qnames[k], rows, cols);
+        for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
+            a.n = ns[i];
+            double f = 2.0 * ns[i] * rows * cols / 1e9, q8 = cpu_time_it(run_q8, &a);
+            double mv = ns[i] <= 48 ? cpu_time_it(run_qmatvec, &a) : 0, gm = cpu_time_it(run_qgemm, &a);
+            printf(" %zu:%.0f/%.0f/%.0f", ns[i], f / q8, mv > 0 ? f / mv : 0, f / gm);
+        }
+        printf("\n");
+        fflush(stdout);
+        free((void *)a.W);
+        free(a.X);
+        free(a.Y);
+        free(a.tile);
+    }
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+static void bench_qstream(void)
+{
+    enum { PASSES = 5 };
+    size_t rows = 4096, cols = 1024;
+    for (size_t k = 0; k < sizeof qtypes / sizeof qtypes[0]; k++) {
+        moe_dtype t = qtypes[k];
+        size_t bytes = rows * kern_row_bytes(t, cols), m = (size_t)768e6 / bytes;
+        unsigned char *W = random_quant(t, rows * m, cols);
+        float *X = random_floats(4 * cols), *Y = malloc(4 * rows * sizeof(float));
+        for (int threads = 1; threads <= 2; threads++) {
+            pool *p = pool_new(threads);
+            matmul_ctx *c = matmul_new(p, cols);
+            printf("qstream %-5s %d thread%s:", qnames[k], threads, threads > 1 ? "s" : " ");
+            for (size_t n = 1; n <= 4; n += 3) {
+                double gbs[PASSES];
+                for (int pass = 0; pass < PASSES; pass++) {
+                    double t0 = now();
+                    for (size_t i = 0; i < m; i++)
+                        matmul(c, t, W + i * bytes, rows, cols, X, n, Y);
+                    gbs[pass] = (double)(m * bytes) / (now() - t0) / 1e9;
+                }
+                qsort(gbs, PASSES, sizeof gbs[0], cmp_double);
+                printf("  n %zu %.2f GB/s", n, gbs[PASSES / 2]);
+            }
+            printf("\n");
+            fflush(stdout);
+            matmul_free(c);
+            pool_free(p);
+        }
+        free(W);
+        free(X);
+        free(Y);
+    }
+}
+
 int main(int argc, char **argv)
 {
     const char *what = argc > 1 ? argv[1] : "all";
@@ -395,6 +476,10 @@ int main(int argc, char **argv)
         bench_sweep();
     if (all || strcmp(what, "gemm") == 0)
         bench_gemm();
+    if (all || strcmp(what, "q8sweep") == 0)
+        bench_q8sweep();
+    if (all || strcmp(what, "qstream") == 0)
+        bench_qstream();
     if (all || strcmp(what, "qsweep") == 0)
         bench_qsweep();
     return 0;

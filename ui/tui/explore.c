@@ -27,6 +27,7 @@ static const char EXPLORE_USAGE[] =
     "  -t, --threads N        threads (default: all cores)\n"
     "  -c, --ctx-size N       context length (default: min(model maximum, 4096))\n"
     "  --kv-type T            KV cache type: f32 (default) or f16 (half the memory)\n"
+    ACT_TYPE_HELP
     "  --ignore-eos           keep generating past the end-of-generation tokens (EOS, EOT)\n"
     "  --template NAME|FILE   chat with this template (chatml, llama3, mistral, tulu, or a file)\n"
     "  --raw                  raw completion even when the model has a chat template\n"
@@ -107,7 +108,7 @@ int cmd_explore(int argc, char **argv)
 {
     const char *model = NULL, *template_name = NULL, *system = NULL;
     long threads = 0, ctx = 0, n_predict = 64;
-    moe_dtype kv_type = MOE_F32;
+    moe_dtype kv_type = MOE_F32, act_type = MOE_DTYPE_COUNT; /* COUNT: the session's default */
     int ignore_eos = 0, seed_set = 0, raw = 0, restore = -1;
     moe_sampler_params sp = moe_sampler_defaults();
     for (int i = 1; i < argc; i++) {
@@ -142,6 +143,9 @@ int cmd_explore(int argc, char **argv)
             if (!v || (strcmp(v, "f32") && strcmp(v, "f16")))
                 return fail_msg("--kv-type takes f32 or f16") + 1;
             kv_type = strcmp(v, "f16") ? MOE_F32 : MOE_F16;
+            i++;
+        } else if (IS("--act-type")) {
+            if (!arg_act_type("--act-type", v, &act_type)) return 2;
             i++;
         } else if (IS("--template")) {
             template_name = v;
@@ -195,7 +199,8 @@ int cmd_explore(int argc, char **argv)
     tui_defaults(t, &cfg);
     moe_session_params prm = {(int)ctx, (int)threads, 0};
     if (moe_model_open(model, &t->m, &err) || moe_session_new(t->m, &prm, &t->s, &err) ||
-        moe_session_set_kv_type(t->s, kv_type, &err)) {
+        moe_session_set_kv_type(t->s, kv_type, &err) ||
+        (act_type != MOE_DTYPE_COUNT && moe_session_set_act_type(t->s, act_type, &err))) {
         fail_msg("%s", err.msg);
         goto done;
     }
