@@ -292,10 +292,7 @@ static void gather_rows(float *dst, const float *src, const int *tok, int n, int
 static void swiglu_act(moe_session *s, float *h1, const float *h3, int n, int ff, int l, moe_offset_kind kind,
                        int expert)
 {
-    for (size_t i = 0; i < (size_t)n * ff; i++) {
-        float g = h1[i];
-        h1[i] = g / (1.0f + expf(-g)) * h3[i];
-    }
+    kern_silu_mul(h1, h3, (size_t)n * ff);
     /* steering: neuron offsets on this MLP's hidden activation */
     for (int o = 0; o < s->ctl.n_offsets; o++) {
         const moe_offset *off = &s->ctl.offsets[o];

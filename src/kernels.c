@@ -653,6 +653,22 @@ AVX512 static void z_softmax(float *x, size_t n, float scale)
     }
 }
 
+/* g[i] = silu(g[i]) · u[i] = g / (1 + e^-g) · u: σ from e^-|g| (z_exp_neg,
+ * relative error below 1e-7 for |g| < 87), mirrored for g < 0. */
+AVX512 static void z_silu_mul(float *g, const float *u, size_t n)
+{
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = z_mask(n - i);
+        __m512 x = _mm512_maskz_loadu_ps(m, g + i);
+        __m512 e = z_exp_neg(_mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(x)));
+        __m512 inv = _mm512_div_ps(one, _mm512_add_ps(one, e));
+        /* σ(x) = 1 / (1 + e^-x) for x >= 0, e^x / (1 + e^x) for x < 0 */
+        __m512 sig = _mm512_mask_mul_ps(inv, _mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), e, inv);
+        _mm512_mask_storeu_ps(g + i, m, _mm512_mul_ps(_mm512_mul_ps(x, sig), _mm512_maskz_loadu_ps(m, u + i)));
+    }
+}
+
 #endif /* KERN_X86 */
 
 /* ---- dispatch ----------------------------------------------------------- */
@@ -908,6 +924,18 @@ static void p_softmax(float *x, size_t n, float scale)
     float inv = (float)(1.0 / sum);
     for (size_t i = 0; i < n; i++)
         x[i] *= inv;
+}
+
+void kern_silu_mul(float *g, const float *u, size_t n)
+{
+#ifdef KERN_X86
+    if (!strcmp(impl()->name, "avx512")) {
+        z_silu_mul(g, u, n);
+        return;
+    }
+#endif
+    for (size_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
 }
 
 void kern_softmax(float *x, size_t n, float scale)

@@ -47,6 +47,9 @@ void kern_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, const float 
 /* x = softmax(scale * x) over n finite values, in place: each becomes
  * e^(scale x[i] - max) / sum, within a few f32 ulps of the exact value. */
 void kern_softmax(float *x, size_t n, float scale);
+/* g[i] = g[i] / (1 + e^-g[i]) · u[i] for i < n (SwiGLU), within a few f32
+ * ulps of the exact value for |g| < 87. */
+void kern_silu_mul(float *g, const float *u, size_t n);
 float kern_dot(const float *a, const float *b, size_t n);
 /* y += a * x */
 void kern_axpy(float a, const float *x, float *y, size_t n);

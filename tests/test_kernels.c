@@ -519,6 +519,44 @@ static void test_softmax(const char *isa)
     ok(good, "%s softmax: sizes 1..4097, spreads 0..300, within 1e-6 of the largest (worst %.1e)", isa, worst);
 }
 
+/* kern_silu_mul against g / (1 + e^-g) · u in double: sizes across the 16
+ * lanes, g from -80 to 80 (both branches of σ, and where e^-g overflows
+ * f32's range in the naive form), within 1e-6 relative (below 1e-30, where
+ * f32 turns subnormal, within 1e-30 absolute); the element past the end
+ * untouched. */
+static void test_silu(const char *isa)
+{
+    static const size_t sizes[] = {1, 15, 16, 17, 1000};
+    int good = 1;
+    double worst = 0;
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        size_t n = sizes[si];
+        float *g = malloc((n + 1) * sizeof *g), *u = malloc(n * sizeof *u);
+        double *ref = malloc(n * sizeof *ref);
+        for (size_t i = 0; i < n; i++) {
+            g[i] = (2 * test_rng_unit(&rng_state) - 1) * (i % 3 ? 8.0f : 80.0f);
+            u[i] = 2 * test_rng_unit(&rng_state) - 1;
+            ref[i] = (double)g[i] / (1 + exp(-(double)g[i])) * u[i];
+        }
+        g[n] = 99.0f;
+        kern_silu_mul(g, u, n);
+        for (size_t i = 0; i < n; i++) {
+            if (fabs(ref[i]) < 1e-30) { /* past f32's normal range: an absolute check */
+                good &= fabs(g[i]) < 1e-30;
+                continue;
+            }
+            double err = fabs(g[i] - ref[i]) / fabs(ref[i]);
+            worst = err > worst ? err : worst;
+            good &= err <= 1e-6;
+        }
+        good &= g[n] == 99.0f;
+        free(g);
+        free(u);
+        free(ref);
+    }
+    ok(good, "%s silu·u: sizes 1..1000, g in [-80, 80], within 1e-6 relative (worst %.1e)", isa, worst);
+}
+
 /* ---- pool --------------------------------------------------------------- */
 
 typedef struct {
@@ -657,6 +695,7 @@ int main(void)
         test_vectors(isas[i]);
         test_wsum(isas[i]);
         test_softmax(isas[i]);
+        test_silu(isas[i]);
     }
     kern_set_isa(best);
     diag("matmul uses %s kernels; OpenBLAS core %s", kern_isa(), openblas_get_corename());
