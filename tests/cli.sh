@@ -251,6 +251,18 @@ tap_ok "$(grep -q '| *tg8 @ d24 *|' "$tmp/bench3" && grep -q '| *tg8 @ d24 +trac
     echo 0 || echo 1)" "bench -d 24 --kv-type f16 --trace: rows at depth with and without the trace, bytes per token, memory"
 "$ms" bench "$fix/models/mixtral-tiny" --kv-type q4 >"$tmp/bench4" 2>&1 && st=0 || st=$?
 tap_ok "$([ "$st" = 2 ] && grep -q 'kv-type takes f32 or f16' "$tmp/bench4" && echo 0 || echo 1)" "bench refuses an unknown KV cache type"
+# 8-bit activations for K-quant weights (--act-type): f32 gives the dequantised twin's greedy ids
+q4="$fix/gguf/mixtral-k-tiny-q4_k_m"
+"$ms" run "$q4.gguf" --prompt-ids 1,2,3 -n 8 --temp 0 --ignore-eos --print-ids --act-type f32 >"$tmp/act_f32" 2>&1
+"$ms" run "$q4-deq.gguf" --prompt-ids 1,2,3 -n 8 --temp 0 --ignore-eos --print-ids >"$tmp/act_deq" 2>&1
+"$ms" run "$q4.gguf" --prompt-ids 1,2,3 -n 8 --temp 0 --ignore-eos --print-ids --act-type q8 >"$tmp/act_q8" 2>&1
+tap_ok "$(cmp -s "$tmp/act_f32" "$tmp/act_deq" && [ "$(wc -w <"$tmp/act_q8")" = 8 ] && echo 0 || echo 1)" \
+    "run --act-type f32 on a Q4_K_M file gives its dequantised twin's greedy ids; --act-type q8 runs"
+"$ms" bench "$q4.gguf" -p 8 -n 4 -r 1 --act-type q8 >"$tmp/bench_q8" 2>&1
+"$ms" bench "$q4.gguf" -p 8 -n 4 -r 1 --act-type f32 >"$tmp/bench_f32" 2>&1
+tap_ok "$(grep -q 'activations for K-quants q8' "$tmp/bench_q8" && grep -q 'activations for K-quants f32' "$tmp/bench_f32" && echo 0 || echo 1)" \
+    "bench says which activations meet K-quant weights"
+check_err 2 "takes f32 or q8" "--act-type with an unknown type" -- run "$q4.gguf" --prompt-ids 1 --act-type q4
 if grep -q avx512f /proc/cpuinfo && grep -q avx512bw /proc/cpuinfo; then
     tap_ok "$(grep -q 'BLAS core: SkylakeX' "$tmp/bench" && echo 0 || echo 1)" "on an AVX-512 CPU OpenBLAS runs its SkylakeX kernels without the user setting anything"
     OPENBLAS_CORETYPE=Haswell "$ms" bench "$fix/models/mixtral-tiny" -p 8 -n 0 -r 1 >"$tmp/bench2" 2>&1
