@@ -113,7 +113,7 @@ static int act_q8(const matmul_ctx *c, moe_dtype t)
 
 int matmul_act_q8_fast(void)
 {
-    return strcmp(kern_isa(), "avx512") == 0;
+    return strcmp(kern_isa(), "avx512") == 0 || strcmp(kern_isa(), "avx2") == 0;
 }
 
 /* Room for `bytes` of quantised activations: 0 when there is none, and

@@ -51,7 +51,7 @@ size_t quant_dot_act_bytes(moe_dtype t, size_t cols);
  * products NaN. */
 void quant_dot_act(int isa, moe_dtype t, const float *x, size_t cols, void *out);
 /* As quant_rows, with X the n vectors quant_dot_act wrote one after the
- * other. Portable and AVX-512 BW; other ISAs take the portable code. */
+ * other. Portable, AVX2 and AVX-512 BW. */
 void quant_dot_rows(int isa, moe_dtype t, const void *W, size_t cols, const void *XQ, size_t n, float *Y,
                     size_t ldy, size_t r0, size_t r1);
 

@@ -13,10 +13,10 @@
  *
  * so the only rounding is the activations' own, and each block's integers
  * are exact in every implementation; implementations differ in the order
- * of the per-block float additions only. The SIMD version multiplies bytes
+ * of the per-block float additions only. The SIMD versions multiply bytes
  * with vpmaddubsw (weights unsigned, activations signed; no product pair
- * exceeds 63·127·2 < 2^15) and applies the sub-block scales with vpmaddwd,
- * AVX-512 BW: llama.cpp's scheme on 64 bytes at a time. */
+ * exceeds 63·127·2 < 2^15) and apply the sub-block scales with vpmaddwd:
+ * llama.cpp's scheme, with AVX2 on 32 bytes at a time and AVX-512 BW on 64. */
 #include "quant.h"
 
 #include <assert.h>
@@ -158,6 +158,204 @@ static void p_rows(moe_dtype t, const void *W, size_t cols, const void *XQ, size
 }
 
 #ifdef QDOT_X86
+
+/* ---- AVX2: 8 lanes --------------------------------------------------------- */
+
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+/* Vectors per pass over a row: each block is decoded once for up to YV. */
+enum { YV = 4 };
+
+/* p_act with 8 lanes: the same maximum, products and rounding (vcvtps2dq
+ * rounds to nearest even, as lrintf), so the same bytes. */
+AVX2 static void y_act(const float *x, size_t cols, quant_q8k *y)
+{
+    const __m256 sign = _mm256_set1_ps(-0.0f), inf = _mm256_set1_ps(INFINITY);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (size_t b = 0; b < cols / QK; b++, x += QK, y++) {
+        __m256 amax = _mm256_setzero_ps(), bad = _mm256_setzero_ps();
+        for (int i = 0; i < QK; i += 8) {
+            __m256 a = _mm256_andnot_ps(sign, _mm256_loadu_ps(x + i));
+            amax = _mm256_max_ps(amax, a);
+            bad = _mm256_or_ps(bad, _mm256_cmp_ps(a, inf, _CMP_NLT_UQ)); /* infinite or NaN */
+        }
+        memset(y, 0, sizeof *y);
+        if (_mm256_movemask_ps(bad)) {
+            y->d = NAN;
+            continue;
+        }
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(amax), _mm256_extractf128_ps(amax, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_movehdup_ps(m4)));
+        y->d = m / 127;
+        if (m == 0)
+            continue;
+        __m256 iscale = _mm256_set1_ps(127 / m);
+        for (int i = 0; i < QK; i += 32) {
+            __m256i q[4];
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++)
+                q[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(x + i + 8 * k), iscale));
+            /* the packs work within 128-bit lanes: dwords q0 q1 q2 q3 (low
+             * halves), then the high halves; the permutation restores order */
+            __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            _mm256_storeu_si256((__m256i *)(y->q + i), _mm256_permutevar8x32_epi32(bytes, order));
+            /* the sums of the two 16s: lanes 0 and 1 after two hadds */
+            __m256i s = _mm256_hadd_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+            s = _mm256_hadd_epi32(s, s);
+            __m128i s2 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+            y->bsums[i / 16] = (int16_t)_mm_cvtsi128_si32(s2);
+            y->bsums[i / 16 + 1] = (int16_t)_mm_extract_epi32(s2, 1);
+        }
+    }
+}
+
+AVX2 INLINE float y_half(const unsigned char *p)
+{
+    uint16_t h;
+    memcpy(&h, p, 2);
+    return _cvtsh_ss(h);
+}
+
+AVX2 INLINE float y_hsum(__m256 v)
+{
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* One row of Q4_K/Q5_K/Q6_K against NV (1-4) quantised vectors X[v]: 32
+ * weights per vpmaddubsw, whose 16 products of pairs take one 16-bit scale
+ * (Q4_K/Q5_K) or two, one per 128-bit lane (Q6_K), in the vpmaddwd. */
+AVX2 INLINE void y_row(moe_dtype t, const int NV, const unsigned char *row, size_t nb, const quant_q8k *X,
+                       float *Y, size_t ldy)
+{
+    const size_t bb = quant_block_bytes(t);
+    const __m256i m4 = _mm256_set1_epi8(0x0F), m2 = _mm256_set1_epi8(3), m1 = _mm256_set1_epi8(1);
+    __m256 acc[YV];
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++)
+        acc[v] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        const unsigned char *p = row + b * bb;
+#pragma GCC unroll 4
+        for (size_t o = 0; o < bb; o += 64)
+            _mm_prefetch((const char *)p + PREFETCH_BYTES + o, _MM_HINT_T0);
+        __m256i isum[YV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++)
+            isum[v] = _mm256_setzero_si256();
+        if (t == MOE_Q6_K) {
+            __m128i sc8 = _mm_loadu_si128((const __m128i *)(p + 192));
+#pragma GCC unroll 2
+            for (int h = 0; h < 2; h++) {
+                __m256i ql[2] = {_mm256_loadu_si256((const __m256i *)(p + 64 * h)),
+                                 _mm256_loadu_si256((const __m256i *)(p + 64 * h + 32))};
+                __m256i qh = _mm256_loadu_si256((const __m256i *)(p + 128 + 32 * h));
+#pragma GCC unroll 4
+                for (int k = 0; k < 4; k++) {
+                    /* quarter k: weights 32k .. 32k+31 of the half */
+                    __m256i lo = k < 2 ? ql[k] : _mm256_srli_epi16(ql[k - 2], 4);
+                    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * k), m2);
+                    __m256i w = _mm256_or_si256(_mm256_and_si256(lo, m4), _mm256_slli_epi16(hi, 4));
+                    /* scale s for the lower 16 weights, s + 1 for the upper */
+                    const long long s = 8 * h + 2 * k, bytes = 0x0101010101010101LL;
+                    __m256i sc =
+                        _mm256_cvtepi8_epi16(_mm_shuffle_epi8(sc8, _mm_set_epi64x(bytes * (s + 1), bytes * s)));
+#pragma GCC unroll 4
+                    for (int v = 0; v < NV; v++) {
+                        __m256i x = _mm256_loadu_si256((const __m256i *)(X[v * nb + b].q + 128 * h + 32 * k));
+                        isum[v] = _mm256_add_epi32(isum[v], _mm256_madd_epi16(_mm256_maddubs_epi16(w, x), sc));
+                    }
+                }
+            }
+            __m256i s16 = _mm256_cvtepi8_epi16(sc8);
+            float d = y_half(p + 208);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) {
+                const quant_q8k *x = &X[v * nb + b];
+                /* the offset: 32·Σ_g sc_g·bsum_g */
+                __m256i off = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x->bsums), s16);
+                isum[v] = _mm256_sub_epi32(isum[v], _mm256_slli_epi32(off, 5));
+                acc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[v]), _mm256_set1_ps(d * x->d), acc[v]);
+            }
+            continue;
+        }
+        const int five = t == MOE_Q5_K;
+        uint8_t sm[16];
+        k_scales(p + 4, sm);
+        __m128i smv = _mm_loadu_si128((const __m128i *)sm);
+        /* the eight scales as 16 bits in both 128-bit lanes; the mins, each twice */
+        __m256i sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(smv));
+        __m256i mins = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(smv, smv));
+        const unsigned char *qs = p + (five ? 48 : 16);
+        __m256i qh = five ? _mm256_loadu_si256((const __m256i *)(p + 16)) : _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++) {
+            /* sub-block 2g from the low nibbles, 2g+1 from the high */
+            __m256i q = _mm256_loadu_si256((const __m256i *)(qs + 32 * g));
+            __m256i w0 = _mm256_and_si256(q, m4), w1 = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+            if (five) {
+                w0 = _mm256_or_si256(w0, _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * g), m1), 4));
+                w1 = _mm256_or_si256(w1,
+                                     _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(qh, 2 * g + 1), m1), 4));
+            }
+            /* 16-bit scale j is bytes 2j, 2j+1 */
+            __m256i s0 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0404 * g + 0x0100)));
+            __m256i s1 = _mm256_shuffle_epi8(sc16, _mm256_set1_epi16((short)(0x0404 * g + 0x0302)));
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; v++) {
+                const int8_t *xq = X[v * nb + b].q + 64 * g;
+                __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(w0, _mm256_loadu_si256((const __m256i *)xq)), s0);
+                __m256i p1 =
+                    _mm256_madd_epi16(_mm256_maddubs_epi16(w1, _mm256_loadu_si256((const __m256i *)(xq + 32))), s1);
+                isum[v] = _mm256_add_epi32(isum[v], _mm256_add_epi32(p0, p1));
+            }
+        }
+        float d = y_half(p), dmin = y_half(p + 2);
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; v++) {
+            const quant_q8k *x = &X[v * nb + b];
+            __m256i im = _mm256_madd_epi16(_mm256_loadu_si256((const __m256i *)x->bsums), mins);
+            acc[v] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[v]), _mm256_set1_ps(d * x->d), acc[v]);
+            acc[v] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(im), _mm256_set1_ps(dmin * x->d), acc[v]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int v = 0; v < NV; v++)
+        Y[v * ldy] = y_hsum(acc[v]);
+}
+
+AVX2 INLINE void y_rows_t(moe_dtype t, const void *W, size_t cols, const void *XQ, size_t n, float *Y, size_t ldy,
+                          size_t r0, size_t r1)
+{
+    const size_t nb = cols / QK, rb = nb * quant_block_bytes(t);
+    const quant_q8k *X = XQ;
+    for (size_t r = r0; r < r1; r++) {
+        const unsigned char *row = (const unsigned char *)W + r * rb;
+        for (size_t v = 0; v < n; v += YV) {
+            const quant_q8k *x = X + v * nb;
+            float *y = Y + v * ldy + r;
+            switch (n - v < YV ? n - v : YV) {
+            case 1: y_row(t, 1, row, nb, x, y, ldy); break;
+            case 2: y_row(t, 2, row, nb, x, y, ldy); break;
+            case 3: y_row(t, 3, row, nb, x, y, ldy); break;
+            default: y_row(t, 4, row, nb, x, y, ldy); break;
+            }
+        }
+    }
+}
+
+AVX2 static void y_rows(moe_dtype t, const void *W, size_t cols, const void *XQ, size_t n, float *Y, size_t ldy,
+                        size_t r0, size_t r1)
+{
+    switch (t) {
+    case MOE_Q4_K: y_rows_t(MOE_Q4_K, W, cols, XQ, n, Y, ldy, r0, r1); break;
+    case MOE_Q5_K: y_rows_t(MOE_Q5_K, W, cols, XQ, n, Y, ldy, r0, r1); break;
+    default: y_rows_t(MOE_Q6_K, W, cols, XQ, n, Y, ldy, r0, r1); break;
+    }
+}
 
 /* ---- AVX-512 BW ------------------------------------------------------------ */
 
@@ -376,6 +574,10 @@ void quant_dot_act(int isa, moe_dtype t, const float *x, size_t cols, void *out)
         z_act(x, cols, out);
         return;
     }
+    if (isa == QUANT_AVX2) {
+        y_act(x, cols, out);
+        return;
+    }
 #else
     (void)isa;
 #endif
@@ -389,6 +591,10 @@ void quant_dot_rows(int isa, moe_dtype t, const void *W, size_t cols, const void
 #ifdef QDOT_X86
     if (isa == QUANT_AVX512) {
         z_rows(t, W, cols, XQ, n, Y, ldy, r0, r1);
+        return;
+    }
+    if (isa == QUANT_AVX2) {
+        y_rows(t, W, cols, XQ, n, Y, ldy, r0, r1);
         return;
     }
 #else

@@ -21,7 +21,7 @@ int arg_act_type(const char *flag, const char *s, moe_dtype *out);
 /* The help line for --act-type, shared by the commands that take it. */
 #define ACT_TYPE_HELP                                                                                        \
     "  --act-type T           activations meeting Q4_K/Q5_K/Q6_K weights: q8 (8-bit, integer\n"         \
-    "                         kernels, as llama.cpp; default with AVX-512) or f32 (exact)\n"
+    "                         kernels, as llama.cpp; default with AVX2/AVX-512) or f32 (exact)\n"
 
 /* Print "moescope: error: MSG" and return 1 (the exit status). */
 int fail_msg(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

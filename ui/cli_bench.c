@@ -34,7 +34,7 @@ static const char BENCH_USAGE[] =
     "  --k N       experts per token (default: the model's own)\n"
     "  --kv-type T KV cache type: f32 (default) or f16\n"
     "  --act-type T activations meeting Q4_K/Q5_K/Q6_K weights: q8 (8-bit, integer\n"
-    "              kernels; default with AVX-512) or f32\n"
+    "              kernels; default with AVX2/AVX-512) or f32\n"
     "  --trace     also generate while recording the routing trace, and compare\n";
 
 static double now(void)

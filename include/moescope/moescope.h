@@ -187,7 +187,7 @@ moe_dtype moe_session_kv_type(const moe_session *s);
  * by at most Σ|w|·d/2, the activations' rounding. MOE_F32: the
  * dequantised weights times f32 activations, exactly the function of the
  * dequantised weights. The default is MOE_Q8_0 where the integer kernels
- * have SIMD code for this CPU (AVX-512), MOE_F32 elsewhere. May change
+ * have SIMD code for this CPU (AVX2 or AVX-512), MOE_F32 elsewhere. May change
  * between any two calls. MOE_EINVAL for another type. */
 moe_status moe_session_set_act_type(moe_session *s, moe_dtype t, moe_error *err);
 moe_dtype moe_session_act_type(const moe_session *s);

@@ -18,7 +18,7 @@
  *
  * Run it both ways: `OPENBLAS_CORETYPE=SKYLAKEX kernels_bench gemm`.
  * Build: gcc -std=c11 -D_GNU_SOURCE -O2 -pthread -Iinclude -Isrc
- *   $(pkg-config --cflags openblas) src/kernels.c src/quant.c src/pool.c src/matmul.c
+ *   $(pkg-config --cflags openblas) src/kernels.c src/quant.c src/quant_dot.c src/pool.c src/matmul.c
  *   tests/bench/kernels_bench.c $(pkg-config --libs openblas) -lm */
 #include <cblas.h>
 #include <stdio.h>
