@@ -27,7 +27,13 @@ enum {
      * at 2048 x 1024) than from memory (24 and 48 at 8192-14336 x 4096);
      * f16 and bf16 must be converted for sgemm, so they cross later. */
     SMALL_N_F32 = 24,
-    SMALL_N_F16 = 48,
+    /* f16/bf16: 128 rather than the 48 of the raw crossover, since sgemm
+     * also pays for the conversion of each tile and OpenBLAS's packing of
+     * X per tile: four alternating rounds of pp128/pp512 on the bench
+     * models (2 threads), medians 48 -> 128: Mixtral-shaped pp128 443 ->
+     * 507 t/s (its attention projections, n = 128), pp512 520 -> 511;
+     * OLMoE-shaped 352 -> 355 and 386 -> 382. */
+    SMALL_N_F16 = 128,
     /* Quantised types (Q8_0, Q4_0, Q4_K, Q5_K, Q6_K) dequantise a tile of
      * rows for sgemm; the matrix-vector kernels decode each block once for
      * up to four vectors, and for more dequantise 64 KiB of rows for the
@@ -35,7 +41,7 @@ enum {
      * loaded machine): matvec 57-62 GFLOP/s at n = 16, 68-73 at 32, 76-84
      * at 128, sgemm 22-31 throughout, for every type; moescope bench pp128
      * on the Q4_K_M bench model is the same with 48 and 128 (165/164 and
-     * 233/226 t/s, paired runs), so f16's crossover is kept. */
+     * 233/226 t/s, paired runs), so 48 is kept. */
     SMALL_N_Q = 48,
     CHUNKS_PER_THREAD = 4, /* matrix-vector chunks per thread, for balance */
     ROW_ALIGN = 16,        /* chunks and tiles are whole multiples of this many rows */

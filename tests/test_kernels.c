@@ -637,7 +637,7 @@ static void test_pool(void)
 static void test_matmul(void)
 {
     /* both sides of each switch from matrix-vector kernels to sgemm */
-    static const size_t ns[] = {1, 2, 3, 5, 17, 24, 25, 48, 49, 128};
+    static const size_t ns[] = {1, 2, 3, 5, 17, 24, 25, 48, 49, 128, 129};
     static const size_t shapes[][2] = {{1, 1}, {7, 33}, {100, 17}, {600, 1000}, {37, 300}, {5, 0}};
     for (int size = 1; size <= 3; size++) {
         pool *p = pool_new(size);
