@@ -309,45 +309,66 @@ void session_mlp_hidden(moe_session *s, const mlp_weights *W, int n, int l, moe_
     swiglu_act(s, s->h1, s->h3, n, W->gate.rows, l, kind, expert);
 }
 
-/* The routed experts of a step with few assignments in all (decoding):
- * every chosen expert's gate and up projections in one dispatch, then
- * every down projection in one; the same products, in the same order of
- * summation, as one expert at a time. */
-static void experts_few(moe_session *s, const layer_weights *L, int l)
+/* The routed experts, several per dispatch: the experts e0 .. e1-1, whose
+ * rows fit the buffers xm (rows, dim), hm1 and hm3 (rows, ff), gathered
+ * side by side; every gate and up projection in one dispatch, every down
+ * projection in one; the same products, in the same order of summation,
+ * as one expert at a time. */
+static void experts_batch(moe_session *s, const layer_weights *L, int l, int e0, int e1, float *xm, float *hm1,
+                          float *hm3)
 {
     int dim = s->m->cfg.dim, n_items = 0;
     size_t row = 0, hrow = 0; /* rows of xm and hidden values used so far */
-    for (int e = 0; e < L->n_experts; e++) {
+    for (int e = e0; e < e1; e++) {
         int n = s->group_n[e];
         if (!n)
             continue;
         const mlp_weights *W = &L->experts[e];
         const int *tok = s->group_tok + (size_t)e * s->n_batch;
-        gather_rows(s->xm + row * dim, s->xb, tok, n, dim);
-        s->items[n_items++] = item(&W->gate, s->xm + row * dim, n, s->hm1 + hrow);
-        s->items[n_items++] = item(&W->up, s->xm + row * dim, n, s->hm3 + hrow);
+        gather_rows(xm + row * dim, s->xb, tok, n, dim);
+        s->items[n_items++] = item(&W->gate, xm + row * dim, n, hm1 + hrow);
+        s->items[n_items++] = item(&W->up, xm + row * dim, n, hm3 + hrow);
         row += (size_t)n;
         hrow += (size_t)n * W->gate.rows;
     }
     many(s, s->items, n_items);
     n_items = 0, row = 0, hrow = 0;
-    for (int e = 0; e < L->n_experts; e++) {
+    for (int e = e0; e < e1; e++) {
         int n = s->group_n[e];
         if (!n)
             continue;
         const mlp_weights *W = &L->experts[e];
-        swiglu_act(s, s->hm1 + hrow, s->hm3 + hrow, n, W->gate.rows, l, MOE_OFFSET_MLP, e);
-        s->items[n_items++] = item(&W->down, s->hm1 + hrow, n, s->xm + row * dim);
+        swiglu_act(s, hm1 + hrow, hm3 + hrow, n, W->gate.rows, l, MOE_OFFSET_MLP, e);
+        s->items[n_items++] = item(&W->down, hm1 + hrow, n, xm + row * dim);
         row += (size_t)n;
         hrow += (size_t)n * W->gate.rows;
     }
     many(s, s->items, n_items);
     row = 0;
-    for (int e = 0; e < L->n_experts; e++) {
+    for (int e = e0; e < e1; e++) {
         const int *tok = s->group_tok + (size_t)e * s->n_batch;
         const float *w = s->group_w + (size_t)e * s->n_batch;
         for (int i = 0; i < s->group_n[e]; i++, row++)
-            kern_axpy(w[i], s->xm + row * dim, s->proj + (size_t)tok[i] * dim, (size_t)dim);
+            kern_axpy(w[i], xm + row * dim, s->proj + (size_t)tok[i] * dim, (size_t)dim);
+    }
+}
+
+/* Every routed expert in batches of whole experts that fit `cap` rows:
+ * a decoding step's few assignments in FEW_ROWS buffers of their own, a
+ * prefill's in the batch-sized xe, h1 and h3 (one expert always fits:
+ * each token sends it at most one row). Fewer dispatches than one expert
+ * at a time: OLMoE's 64 experts took 128 per layer. */
+static void experts_routed(moe_session *s, const layer_weights *L, int l, int total)
+{
+    float *xm = s->xm, *hm1 = s->hm1, *hm3 = s->hm3;
+    int cap = FEW_ROWS;
+    if (total > FEW_ROWS)
+        xm = s->xe, hm1 = s->h1, hm3 = s->h3, cap = s->n_batch;
+    for (int e0 = 0, e1; e0 < L->n_experts; e0 = e1) {
+        int rows = 0;
+        for (e1 = e0; e1 < L->n_experts && rows + s->group_n[e1] <= cap; e1++)
+            rows += s->group_n[e1];
+        experts_batch(s, L, l, e0, e1, xm, hm1, hm3);
     }
 }
 
@@ -369,17 +390,16 @@ static void experts(moe_session *s, int l, int nb)
     int total = 0;
     for (int e = 0; e < ne; e++)
         total += s->group_n[e];
-    int few = L->n_experts && total <= FEW_ROWS;
-    if (few)
-        experts_few(s, L, l);
-    for (int e = 0; e < ne && !few; e++) {
+    if (L->n_experts)
+        experts_routed(s, L, l, total);
+    for (int e = 0; e < ne && !L->n_experts; e++) { /* the dense MLP */
         int n = s->group_n[e];
         if (!n)
             continue;
         const int *tok = s->group_tok + (size_t)e * s->n_batch;
         const float *w = s->group_w + (size_t)e * s->n_batch;
         gather_rows(s->xe, s->xb, tok, n, dim);
-        swiglu(s, L->n_experts ? &L->experts[e] : &L->dense, n, l, MOE_OFFSET_MLP, e);
+        swiglu(s, &L->dense, n, l, MOE_OFFSET_MLP, e);
         for (int i = 0; i < n; i++)
             kern_axpy(w[i], s->xe + (size_t)i * dim, s->proj + (size_t)tok[i] * dim, (size_t)dim);
     }
