@@ -19,11 +19,6 @@ dir="$src/tests/fixtures/models/mixtral-tiny"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-check() { # DESCRIPTION WANT GOT
-    tap_ok "$([ "$2" = "$3" ] && echo 0 || echo 1)" "$1"
-    [ "$2" = "$3" ] || tap_diag "want: $2" "got:  $3"
-}
-
 py=
 for p in ${PYTHON:-} python3 /usr/bin/python3; do
     if "$p" -c 'import numpy' >/dev/null 2>&1; then
@@ -47,22 +42,22 @@ printf 'Hello world, this is\nThe rain in Spain falls mainly on the plain.\n<s>o
     >"$tmp/in"
 want=$("$ms" tokenize "$dir" <"$tmp/in" 2>&1)
 got=$("$ms" tokenize "$g" <"$tmp/in" 2>&1)
-check "tokenize: the GGUF file gives the safetensors directory's ids on 4 lines" "$want" "$got"
+tap_eq "tokenize: the GGUF file gives the safetensors directory's ids on 4 lines" "$want" "$got"
 want=$("$ms" tokenize "$dir" --bos <"$tmp/in" 2>&1)
 got=$("$ms" tokenize "$g" --bos <"$tmp/in" 2>&1)
-check "tokenize --bos: the same ids, BOS as tokenizer.json's post-processor adds it" "$want" "$got"
+tap_eq "tokenize --bos: the same ids, BOS as tokenizer.json's post-processor adds it" "$want" "$got"
 case $want in 1\ *) tap_ok 0 "tokenize --bos starts with <s> (1)" ;; *) tap_ok 1 "tokenize --bos starts with <s> (1): $want" ;; esac
 
 # (a) greedy generation: the same ids and the same text
 prompt="Hello world, this is"
 run() { "$ms" run "$@" -p "$prompt" -n 8 --temp 0 2>/dev/null; }
 ids=$(run "$dir" --print-ids)
-check "run --print-ids: the GGUF file generates the safetensors directory's 8 ids" "$ids" "$(run "$g" --print-ids)"
+tap_eq "run --print-ids: the GGUF file generates the safetensors directory's 8 ids" "$ids" "$(run "$g" --print-ids)"
 n=$(echo "$ids" | wc -w)
 tap_ok "$([ "$n" = 8 ] && echo 0 || echo 1)" "the reference run goes on for 8 tokens ($ids)"
 [ "$n" = 8 ] || { tap_done; exit 1; }
 want=$(run "$dir")
-check "run: the GGUF file prints the safetensors directory's text" "$want" "$(run "$g")"
+tap_eq "run: the GGUF file prints the safetensors directory's text" "$want" "$(run "$g")"
 case $want in "$prompt"?*) tap_ok 0 "run prints the prompt, then generated text" ;;
 *) tap_ok 1 "run prints the prompt, then generated text: $want" ;; esac
 
@@ -93,19 +88,19 @@ k=${pick% *}
 r=${pick#* }
 prefix() { echo "$ids" | cut -d' ' -f1-"$1"; }
 "$py" "$src/tests/gguf_edit.py" "$g" "$tmp/eot.gguf" set-u32 tokenizer.ggml.eot_token_id "$(prefix $((k + 1)) | cut -d' ' -f$((k + 1)))"
-check "eot_token_id = the token of step $((k + 1)): generation stops there" "$(prefix $((k + 1)))" "$(run "$tmp/eot.gguf" --print-ids)"
-check "eot_token_id and --ignore-eos: generation runs on for 8 tokens" "$ids" "$(run "$tmp/eot.gguf" --print-ids --ignore-eos)"
+tap_eq "eot_token_id = the token of step $((k + 1)): generation stops there" "$(prefix $((k + 1)))" "$(run "$tmp/eot.gguf" --print-ids)"
+tap_eq "eot_token_id and --ignore-eos: generation runs on for 8 tokens" "$ids" "$(run "$tmp/eot.gguf" --print-ids --ignore-eos)"
 want=$(prefix $((k + 1)) | "$ms" tokenize "$dir" --decode)
-check "eot_token_id: run prints the prompt and the text of the $((k + 1)) tokens" "$prompt$want" "$(run "$tmp/eot.gguf")"
+tap_eq "eot_token_id: run prints the prompt and the text of the $((k + 1)) tokens" "$prompt$want" "$(run "$tmp/eot.gguf")"
 if [ "$2" != "$1" ]; then
     "$py" "$src/tests/gguf_edit.py" "$g" "$tmp/eom.gguf" set-u32 tokenizer.ggml.eom_token_id "$2"
-    check "eom_token_id = the token of step 2: generation stops there" "$(prefix 2)" "$(run "$tmp/eom.gguf" --print-ids)"
+    tap_eq "eom_token_id = the token of step 2: generation stops there" "$(prefix 2)" "$(run "$tmp/eom.gguf" --print-ids)"
 else
     tap_skip "eom_token_id: the first two tokens are the same ($1)"
 fi
 rid=$(prefix $((r + 1)) | cut -d' ' -f$((r + 1)))
 "$py" "$src/tests/gguf_edit.py" "$g" "$tmp/im_end.gguf" set-token "$rid" '<|im_end|>'
-check "token $rid spelled <|im_end|> (no eot key): generation stops at step $((r + 1))" "$(prefix $((r + 1)))" \
+tap_eq "token $rid spelled <|im_end|> (no eot key): generation stops at step $((r + 1))" "$(prefix $((r + 1)))" \
     "$(run "$tmp/im_end.gguf" --print-ids)"
 
 # The explorer stops at the same token and says why on its status line.
@@ -135,7 +130,7 @@ wait_for() { # PATTERN: poll the screen for up to 30 s
     done
     return 1
 }
-check "the explorer on the GGUF file generates 8 tokens" "done: 8 tokens" "$(explore "$g")"
-check "the explorer with eot_token_id stops at step $((k + 1)), an end of turn" "end of turn: $((k + 1)) tokens" \
+tap_eq "the explorer on the GGUF file generates 8 tokens" "done: 8 tokens" "$(explore "$g")"
+tap_eq "the explorer with eot_token_id stops at step $((k + 1)), an end of turn" "end of turn: $((k + 1)) tokens" \
     "$(explore "$tmp/eot.gguf")"
 tap_done

@@ -18,6 +18,10 @@ tap_skip() {
 tap_diag() {
     printf '%s\n' "$@" | sed 's/^/# /'
 }
+tap_eq() { # DESCRIPTION WANT GOT: ok when the two strings are equal, both shown when not
+    tap_ok "$([ "$2" = "$3" ] && echo 0 || echo 1)" "$1"
+    [ "$2" = "$3" ] || tap_diag "want: $2" "got:  $3"
+}
 tap_done() {
     echo "1..$tap_n"
     [ "$tap_failed" = 0 ]

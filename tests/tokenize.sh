@@ -11,29 +11,24 @@ fix="$src/tests/fixtures/tokenizer"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-check() { # DESCRIPTION WANT GOT
-    tap_ok "$([ "$2" = "$3" ] && echo 0 || echo 1)" "$1"
-    [ "$2" = "$3" ] || tap_diag "want: $2" "got:  $3"
-}
-
 printf 'Hello, world!\nTom has 3 apples and buys 5 more. How many does he have now?\n' >"$tmp/in"
 got=$("$ms" tokenize "$fix/qwen3" <"$tmp/in")
-check "qwen3: one line of ids per input line" "9707 11 1879 0
+tap_eq "qwen3: one line of ids per input line" "9707 11 1879 0
 24732 702 220 18 40676 323 49531 220 20 803 13 2585 1657 1558 566 614 1431 30" "$got"
 
 got=$("$ms" tokenize "$fix/llama2" --bos <"$tmp/in" | head -n 1)
-check "llama2: --bos adds BOS as the post-processor says" "1 22557 28725 1526 28808" "$got"
+tap_eq "llama2: --bos adds BOS as the post-processor says" "1 22557 28725 1526 28808" "$got"
 
 got=$(printf '<|im_start|>user\n' | "$ms" tokenize "$fix/qwen3/tokenizer.json")
-check "qwen3: special tokens in the text; tokenizer.json named directly" "151644 872" "$got"
+tap_eq "qwen3: special tokens in the text; tokenizer.json named directly" "151644 872" "$got"
 
 got=$(printf '9707 11 1879 0\n151644 872\n' | "$ms" tokenize "$fix/qwen3" --decode)
-check "qwen3: --decode turns ids back into text" "Hello, world!
+tap_eq "qwen3: --decode turns ids back into text" "Hello, world!
 <|im_start|>user" "$got"
 
 # The reference's decode(ids) with skip_special_tokens false.
 got=$(printf '1 22557 28725 1526 28808\n22557 2 1 22557\n28705 22557\n' | "$ms" tokenize "$fix/llama2" --decode)
-check "llama2: --decode through the SentencePiece decoders" "<s> Hello, world!
+tap_eq "llama2: --decode through the SentencePiece decoders" "<s> Hello, world!
 Hello</s><s> Hello
  Hello" "$got"
 
@@ -41,11 +36,11 @@ Hello</s><s> Hello
 # tokenizer.json by tools/gen_gguf_vocab.py) gives the same ids.
 vocab="$src/tests/fixtures/gguf/vocab-llama2.gguf"
 got=$("$ms" tokenize "$vocab" --bos <"$tmp/in")
-check "llama2 from a GGUF file: the reference's ids, BOS as add_bos_token says" "1 22557 28725 1526 28808
+tap_eq "llama2 from a GGUF file: the reference's ids, BOS as add_bos_token says" "1 22557 28725 1526 28808
 1 4660 659 28705 28770 979 2815 304 957 846 28705 28782 680 28723 1602 1287 1235 400 506 1055 28804" "$got"
 
 got=$(printf '1 22557 28725 1526 28808\n22557 2 1 22557\n' | "$ms" tokenize "$vocab" --decode)
-check "llama2 from a GGUF file: --decode" "<s> Hello, world!
+tap_eq "llama2 from a GGUF file: --decode" "<s> Hello, world!
 Hello</s><s> Hello" "$got"
 
 "$ms" tokenize "$src/tests/fixtures/gguf/mixtral-tiny-f32.gguf" </dev/null 2>"$tmp/err"

@@ -757,11 +757,7 @@ if __name__ == "__main__":
         sys.exit(0)
     if len(sys.argv) > 1 and sys.argv[1] == "--vocab":
         args = sys.argv[2:]
-        pre = None
-        if "--pre" in args:
-            k = args.index("--pre")
-            pre = args[k + 1]
-            del args[k:k + 2]
+        pre = vocab_tool().pop_pre(args)
         if len(args) != 2:
             raise SystemExit("usage: gen_gguf.py --vocab SRC_DIR OUT.gguf [--pre NAME]")
         src, dst = os.path.abspath(args[0]), os.path.abspath(args[1])

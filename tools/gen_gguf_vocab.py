@@ -207,13 +207,21 @@ def vocab_kvs(src, pre):
 # (tokenizer directory, pre-tokenizer name, committed file)
 FIXTURES = [("tests/fixtures/tokenizer/llama2", None, "tests/fixtures/gguf/vocab-llama2.gguf")]
 
+def pop_pre(args):
+    """The value of a --pre NAME option (None without one), taken out of args."""
+    if "--pre" not in args:
+        return None
+    k = args.index("--pre")
+    if k + 1 == len(args):
+        raise SystemExit("--pre needs a pre-tokenizer name")
+    pre = args[k + 1]
+    del args[k:k + 2]
+    return pre
+
+
 if __name__ == "__main__":
     args = sys.argv[1:]
-    pre = None
-    if "--pre" in args:
-        k = args.index("--pre")
-        pre = args[k + 1]
-        del args[k:k + 2]
+    pre = pop_pre(args)
     if len(args) == 2:
         convert(args[0], args[1], pre)
     elif not args:
