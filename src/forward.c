@@ -164,11 +164,12 @@ static void project_q(moe_session *s, const layer_weights *A, const float *in, i
     q_finish(s, A, n, tok);
 }
 
-/* One attention task: query row i, the query heads that share KV head
- * kvh (side by side in q), over one KV cache slot. */
+/* One attention task: up to ATTN_QB query rows from i0, the query heads
+ * that share KV head kvh, over one KV cache slot. */
 typedef struct {
     moe_session *s;
     int slot;
+    int n; /* query rows */
     const int *tok;
 } attn_job;
 
@@ -177,30 +178,49 @@ static void attn_task(void *ctx, int task, int thread)
     const attn_job *j = ctx;
     moe_session *s = j->s;
     const moe_config *c = &s->m->cfg;
-    int nkv = c->n_kv_heads, hd = c->head_dim, g = c->n_heads / nkv, i = task / nkv, kvh = task % nkv;
-    int pos = s->pos + (j->tok ? j->tok[i] : i);
-    /* a sliding window sees positions (pos - window, pos] */
-    int first = c->sliding_window && pos >= c->sliding_window ? pos - c->sliding_window + 1 : 0;
-    size_t len = (size_t)(pos + 1 - first), q_dim = (size_t)c->n_heads * hd;
-    const float *q = s->q + i * q_dim + (size_t)kvh * g * hd;
-    float *sc = s->scores + (size_t)thread * g * s->n_ctx; /* (g, len) */
-    /* scores of the g heads: each key read once for all of them */
-    kern_matvec_n(s->kv_type, session_kv_at(s, s->kcache, j->slot, kvh, first), (size_t)hd, q, (size_t)g, sc, len, 0,
-                  len);
-    for (int h = 0; h < g; h++)
-        kern_softmax(sc + (size_t)h * len, len, 1.0f / sqrtf((float)hd));
-    /* the weighted sums of the values, straight into the heads' outputs */
-    kern_wsum(s->kv_type, session_kv_at(s, s->vcache, j->slot, kvh, first), (size_t)hd, (size_t)hd, sc, len, (size_t)g,
-              len, s->att + i * q_dim + (size_t)kvh * g * hd, (size_t)hd);
+    int nkv = c->n_kv_heads, hd = c->head_dim, g = c->n_heads / nkv, kvh = task % nkv;
+    int i0 = task / nkv * ATTN_QB, nq = j->n - i0 < ATTN_QB ? j->n - i0 : ATTN_QB;
+    size_t q_dim = (size_t)c->n_heads * hd, rows = (size_t)nq * g;
+    int pos[ATTN_QB], first[ATTN_QB];
+    for (int v = 0; v < nq; v++) {
+        pos[v] = s->pos + (j->tok ? j->tok[i0 + v] : i0 + v);
+        /* a sliding window sees positions (pos - window, pos] */
+        first[v] = c->sliding_window && pos[v] >= c->sliding_window ? pos[v] - c->sliding_window + 1 : 0;
+    }
+    /* queries ascend: the block's keys run from the first query's window to the last query */
+    int lo = first[0];
+    size_t len = (size_t)(pos[nq - 1] + 1 - lo);
+    float *sc = s->scores + (size_t)thread * s->scores_per_thread; /* (rows, len) */
+    float *qb = sc + rows * (size_t)s->n_ctx, *ob = qb + rows * hd;     /* (rows, hd) each */
+    for (int v = 0; v < nq; v++)
+        memcpy(qb + (size_t)v * g * hd, s->q + (size_t)(i0 + v) * q_dim + (size_t)kvh * g * hd,
+               (size_t)g * hd * sizeof(float));
+    /* scores of every query and head: each key read once for all of them */
+    kern_matvec_n(s->kv_type, session_kv_at(s, s->kcache, j->slot, kvh, lo), (size_t)hd, qb, rows, sc, len, 0, len);
+    for (int v = 0; v < nq; v++)
+        for (int h = 0; h < g; h++) {
+            float *row = sc + ((size_t)v * g + h) * len;
+            size_t a = (size_t)(first[v] - lo), n = (size_t)(pos[v] + 1 - first[v]);
+            kern_softmax(row + a, n, 1.0f / sqrtf((float)hd));
+            /* positions outside this query's window weigh nothing */
+            memset(row, 0, a * sizeof *row);
+            memset(row + a + n, 0, (len - a - n) * sizeof *row);
+        }
+    /* the weighted sums of the values, then into the heads' outputs */
+    kern_wsum(s->kv_type, session_kv_at(s, s->vcache, j->slot, kvh, lo), (size_t)hd, (size_t)hd, sc, len, rows, len,
+              ob, (size_t)hd);
+    for (int v = 0; v < nq; v++)
+        memcpy(s->att + (size_t)(i0 + v) * q_dim + (size_t)kvh * g * hd, ob + (size_t)v * g * hd,
+               (size_t)g * hd * sizeof(float));
 }
 
 /* Causal softmax attention of the n queries in s->q over cache slot
- * `slot`, one task per (query, head), then the output projection into
- * s->proj (n, dim). */
+ * `slot`, one task per (block of ATTN_QB queries, KV head), then the
+ * output projection into s->proj (n, dim). */
 static void attend(moe_session *s, const layer_weights *A, int slot, int n, const int *tok)
 {
-    attn_job job = {s, slot, tok};
-    pool_run(s->pool, attn_task, &job, n * s->m->cfg.n_kv_heads);
+    attn_job job = {s, slot, n, tok};
+    pool_run(s->pool, attn_task, &job, (n + ATTN_QB - 1) / ATTN_QB * s->m->cfg.n_kv_heads);
     mm(s, &A->wo, s->att, n, s->proj);
     add_bias(s->proj, A->bo, n, s->m->cfg.dim);
 }

@@ -98,8 +98,9 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->xb = alloc3(nb, dim, 1, sizeof(float), &failed);
     s->q = alloc3(nb, q_dim, 1, sizeof(float), &failed);
     s->att = alloc3(nb, q_dim, 1, sizeof(float), &failed);
-    s->scores = alloc3((size_t)n_threads, (size_t)(c->n_heads / c->n_kv_heads), (size_t)n_ctx, sizeof(float),
-                       &failed);
+    size_t qg = (size_t)ATTN_QB * (size_t)(c->n_heads / c->n_kv_heads);
+    s->scores_per_thread = qg * ((size_t)n_ctx + 2 * (size_t)c->head_dim);
+    s->scores = alloc3((size_t)n_threads, s->scores_per_thread, 1, sizeof(float), &failed);
     s->proj = alloc3(nb, dim, 1, sizeof(float), &failed);
     s->rlogits = alloc3(nb, ne, 1, sizeof(float), &failed);
     s->probs = alloc3(nb, nml, ne, sizeof(float), &failed);

@@ -14,6 +14,9 @@
 /* Assignments of tokens to experts up to which a step runs all its experts
  * as one batch of products (decoding: k per token). */
 enum { FEW_ROWS = 32 };
+/* Queries of a prefill that one attention task takes together, so that
+ * each key and value is read once for all of them. */
+enum { ATTN_QB = 4 };
 
 struct moe_session {
     moe_model *m;
@@ -28,8 +31,11 @@ struct moe_session {
     float *xb;                 /* (nb, dim) normed input of a sublayer */
     float *q;                  /* (nb, q_dim) queries */
     float *att;                /* (nb, q_dim) attention output, heads concatenated */
-    float *scores;             /* (n_threads, n_heads / n_kv_heads, n_ctx) attention weights
-                                * of one query group, per thread */
+    float *scores;             /* per thread: (ATTN_QB * g, n_ctx) attention weights of a
+                                * block of queries, then (ATTN_QB * g, head_dim) twice: the
+                                * block's queries and outputs side by side (g = n_heads /
+                                * n_kv_heads) */
+    size_t scores_per_thread;  /* floats */
     float *proj;               /* (nb, dim) output of o_proj / the MLPs */
     float *rlogits;            /* (nb, n_experts) router logits */
     /* routing of the chunk, kept for the trace */
