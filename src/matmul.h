@@ -30,7 +30,9 @@ void matmul_set_act(matmul_ctx *c, int act);
 int matmul_act_q8_fast(void);
 
 /* Y (n, rows) = X (n, cols) · W (rows, cols)ᵀ; W has type t. Y is overwritten.
- * cols <= max_cols. Allocates nothing. */
+ * cols <= max_cols. Allocates only to grow the buffer of 8-bit activations
+ * (grow-only: the first products of each larger size); without it, the
+ * f32 path is taken. */
 void matmul(matmul_ctx *c, moe_dtype t, const void *W, size_t rows, size_t cols,
             const float *X, size_t n, float *Y);
 
