@@ -56,7 +56,7 @@ struct matmul_ctx {
     size_t max_cols;
     size_t tile_floats; /* per thread */
     float *tiles;       /* (n_threads, tile_floats): weight rows converted to f32 */
-    int act;            /* MATMUL_ACT_* */
+    int act_q8;         /* 8-bit activations for the weight types that have integer kernels */
     unsigned char *xq;  /* one dispatch's activations quantised to 8 bits */
     size_t xq_cap;
 };
@@ -91,6 +91,8 @@ matmul_ctx *matmul_new(pool *p, size_t max_cols)
         return NULL;
     }
     kern_init();
+    /* the integer kernels' SIMD code: where it runs, 8-bit activations by default */
+    c->act_q8 = strcmp(kern_isa(), "avx512") == 0 || strcmp(kern_isa(), "avx2") == 0;
     openblas_set_num_threads(1);
     return c;
 }
@@ -104,22 +106,20 @@ void matmul_free(matmul_ctx *c)
     free(c);
 }
 
-void matmul_set_act(matmul_ctx *c, int act)
+void matmul_set_act_q8(matmul_ctx *c, int on)
 {
-    c->act = act;
+    c->act_q8 = on;
+}
+
+int matmul_act_q8(const matmul_ctx *c)
+{
+    return c->act_q8;
 }
 
 /* Whether products with weights of type t take 8-bit activations. */
 static int act_q8(const matmul_ctx *c, moe_dtype t)
 {
-    if (!quant_dot_supported(t))
-        return 0;
-    return c->act == MATMUL_ACT_Q8 || (c->act == MATMUL_ACT_AUTO && matmul_act_q8_fast());
-}
-
-int matmul_act_q8_fast(void)
-{
-    return strcmp(kern_isa(), "avx512") == 0 || strcmp(kern_isa(), "avx2") == 0;
+    return c->act_q8 && quant_dot_supported(t);
 }
 
 /* Room for `bytes` of quantised activations: 0 when there is none, and
@@ -155,16 +155,23 @@ static size_t round_up(size_t x, size_t m)
     return (x + m - 1) / m * m;
 }
 
+/* Rows r0..r1 of W against X, or against its 8-bit form XQ when there is one. */
+static void rows_of(moe_dtype t, const void *W, size_t cols, const float *X, const void *XQ, size_t n, float *Y,
+                    size_t ldy, size_t r0, size_t r1)
+{
+    if (XQ)
+        kern_matvec_q8(t, W, cols, XQ, n, Y, ldy, r0, r1);
+    else
+        kern_matvec_n(t, W, cols, X, n, Y, ldy, r0, r1);
+}
+
 static void matvec_task(void *arg, int task, int thread)
 {
     const job *j = arg;
     (void)thread;
     size_t r0 = (size_t)task * j->block;
     size_t r1 = r0 + j->block < j->rows ? r0 + j->block : j->rows;
-    if (j->XQ)
-        kern_matvec_q8(j->t, j->W, j->cols, j->XQ, j->n, j->Y, j->rows, r0, r1);
-    else
-        kern_matvec_n(j->t, j->W, j->cols, j->X, j->n, j->Y, j->rows, r0, r1);
+    rows_of(j->t, j->W, j->cols, j->X, j->XQ, j->n, j->Y, j->rows, r0, r1);
 }
 
 static void gemm_task(void *arg, int task, int thread)
@@ -242,10 +249,7 @@ static void many_task(void *arg, int task, int thread)
     const matmul_item *it = j->item[i];
     size_t r0 = (size_t)(task - j->first[i]) * j->block[i];
     size_t r1 = r0 + j->block[i] < it->rows ? r0 + j->block[i] : it->rows;
-    if (j->xq[i])
-        kern_matvec_q8(it->t, it->W, it->cols, j->xq[i], it->n, it->Y, it->rows, r0, r1);
-    else
-        kern_matvec_n(it->t, it->W, it->cols, it->X, it->n, it->Y, it->rows, r0, r1);
+    rows_of(it->t, it->W, it->cols, it->X, j->xq[i], it->n, it->Y, it->rows, r0, r1);
 }
 
 /* Whether item it goes through the matrix-vector kernels of one dispatch

@@ -20,14 +20,12 @@ typedef struct matmul_ctx matmul_ctx;
 matmul_ctx *matmul_new(pool *p, size_t max_cols);
 void matmul_free(matmul_ctx *c);
 
-/* How activations meet quantised weights that have integer kernels
- * (quant_dot_supported): AUTO quantises them to 8 bits where those kernels
- * have SIMD code for this CPU (matmul_act_q8_fast), Q8 always, F32 never
- * (the dequantised weights times f32 activations). AUTO is the default. */
-enum { MATMUL_ACT_AUTO = 0, MATMUL_ACT_F32 = 1, MATMUL_ACT_Q8 = 2 };
-void matmul_set_act(matmul_ctx *c, int act);
-/* 1 when the integer kernels have SIMD code for the kernels in use. */
-int matmul_act_q8_fast(void);
+/* Whether activations meeting quantised weights that have integer kernels
+ * (quant_dot_supported) are quantised to 8 bits (1) or stay f32, meeting
+ * the dequantised weights (0). matmul_new turns it on where those kernels
+ * have SIMD code for the kernels in use (AVX2, AVX-512). */
+void matmul_set_act_q8(matmul_ctx *c, int on);
+int matmul_act_q8(const matmul_ctx *c);
 
 /* Y (n, rows) = X (n, cols) · W (rows, cols)ᵀ; W has type t. Y is overwritten.
  * cols <= max_cols. Allocates only to grow the buffer of 8-bit activations

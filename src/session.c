@@ -153,8 +153,6 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
         moe_session_free(s);
         return moe_fail(err, MOE_ENOMEM, "cannot start %d threads", n_threads);
     }
-    s->act_type = matmul_act_q8_fast() ? MOE_Q8_0 : MOE_F32;
-    matmul_set_act(s->mm, s->act_type == MOE_Q8_0 ? MATMUL_ACT_Q8 : MATMUL_ACT_F32);
     int half = c->head_dim / 2;
     for (int i = 0; i < half; i++) {
         double inv = rope_inv_freq(c, i);
@@ -233,11 +231,17 @@ int moe_session_n_ctx(const moe_session *s)
     return s->n_ctx;
 }
 
+/* A type's name for a message, or "unknown" for a value outside the enum. */
+static const char *type_label(moe_dtype t)
+{
+    return (unsigned)t < MOE_DTYPE_COUNT ? moe_dtype_name(t) : "unknown";
+}
+
 moe_status moe_session_set_kv_type(moe_session *s, moe_dtype t, moe_error *err)
 {
     if (t != MOE_F32 && t != MOE_F16)
         return moe_fail(err, MOE_EINVAL, "KV cache type %s is not supported (f32 or f16)",
-                        (unsigned)t < MOE_DTYPE_COUNT ? moe_dtype_name(t) : "unknown");
+                        type_label(t));
     if (s->pos)
         return moe_fail(err, MOE_EINVAL, "the KV cache type can change only before the first token (%d held)",
                         s->pos);
@@ -271,15 +275,14 @@ moe_status moe_session_set_act_type(moe_session *s, moe_dtype t, moe_error *err)
 {
     if (t != MOE_F32 && t != MOE_Q8_0)
         return moe_fail(err, MOE_EINVAL, "activation type %s is not supported for quantised weights (f32 or q8_0)",
-                        (unsigned)t < MOE_DTYPE_COUNT ? moe_dtype_name(t) : "unknown");
-    s->act_type = t;
-    matmul_set_act(s->mm, t == MOE_Q8_0 ? MATMUL_ACT_Q8 : MATMUL_ACT_F32);
+                        type_label(t));
+    matmul_set_act_q8(s->mm, t == MOE_Q8_0);
     return MOE_OK;
 }
 
 moe_dtype moe_session_act_type(const moe_session *s)
 {
-    return s->act_type;
+    return matmul_act_q8(s->mm) ? MOE_Q8_0 : MOE_F32;
 }
 
 uint64_t moe_session_weight_bytes(const moe_session *s)

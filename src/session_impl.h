@@ -70,7 +70,6 @@ struct moe_session {
      * block, and each head's positions side by side for the attention kernels */
     unsigned char *kcache, *vcache;
     moe_dtype kv_type;         /* MOE_F32 or MOE_F16 */
-    moe_dtype act_type;        /* MOE_F32 or MOE_Q8_0: activations meeting K-quant weights */
     size_t kv_es;              /* bytes per cache element */
     float *knew, *vnew;        /* (nb, kv_dim) the chunk's keys and values before they are stored */
     uint64_t bytes_read;       /* weight bytes multiplied since the session began */

@@ -320,7 +320,7 @@ static void test_matmul(void)
         pool_free(p);
         return;
     }
-    matmul_set_act(c, MATMUL_ACT_F32);
+    matmul_set_act_q8(c, 0);
     for (int ti = 0; ti < N_TYPES; ti++) {
         moe_dtype t = types[ti];
         unsigned char *W = random_blocks(t, rows * cols / quant_block(t), 0.01f);
@@ -350,7 +350,7 @@ static void test_matmul(void)
         pool_free(p);
         return;
     }
-    matmul_set_act(c, MATMUL_ACT_Q8);
+    matmul_set_act_q8(c, 1);
     for (int ti = 2; ti < N_TYPES; ti++) {
         moe_dtype t = types[ti];
         unsigned char *W = random_blocks(t, rows * cols / 256, 0.01f);
