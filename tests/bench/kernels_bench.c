@@ -62,24 +62,29 @@ static float *random_floats(size_t n)
     return x;
 }
 
-/* Seconds per call of fn(arg): the best mean over batches of at least
- * 20 ms, for about a second. On a shared machine the best batch is the
- * one least disturbed by other programs. */
-static double time_it(void (*fn)(void *), void *arg)
+/* Seconds per call of fn(arg) by the clock clk: the best mean over
+ * batches of at least 20 ms, for about a second of wall time. On a shared
+ * machine the best batch is the one least disturbed by other programs. */
+static double best_time(double (*clk)(void), void (*fn)(void *), void *arg)
 {
     fn(arg);
     double best = 1e30, end = now() + 1.0;
     do {
         int reps = 0;
-        double t0 = now(), t;
+        double t0 = clk(), t;
         do {
             fn(arg);
             reps++;
-        } while ((t = now() - t0) < 0.02);
+        } while ((t = clk() - t0) < 0.02);
         if (t / reps < best)
             best = t / reps;
     } while (now() < end);
     return best;
+}
+
+static double time_it(void (*fn)(void *), void *arg)
+{
+    return best_time(now, fn, arg);
 }
 
 /* ---- pool dispatch ------------------------------------------------------ */
@@ -345,19 +350,7 @@ static double cpu_now(void)
 
 static double cpu_time_it(void (*fn)(void *), void *arg)
 {
-    fn(arg);
-    double best = 1e30, end = now() + 1.0;
-    do {
-        int reps = 0;
-        double t0 = cpu_now(), t;
-        do {
-            fn(arg);
-            reps++;
-        } while ((t = cpu_now() - t0) < 0.02);
-        if (t / reps < best)
-            best = t / reps;
-    } while (now() < end);
-    return best;
+    return best_time(cpu_now, fn, arg);
 }
 
 static void bench_qsweep(void)
