@@ -19,17 +19,29 @@ int fail_msg(const char *fmt, ...)
     return 1;
 }
 
-int arg_act_type(const char *flag, const char *s, moe_dtype *out)
+/* s as one of two named types, or the error naming both. */
+static int arg_type_of(const char *flag, const char *s, const char *name1, moe_dtype t1, const char *name2,
+                       moe_dtype t2, moe_dtype *out)
 {
-    if (s && !strcmp(s, "f32"))
-        *out = MOE_F32;
-    else if (s && !strcmp(s, "q8"))
-        *out = MOE_Q8_0;
+    if (s && !strcmp(s, name1))
+        *out = t1;
+    else if (s && !strcmp(s, name2))
+        *out = t2;
     else {
-        fail_msg("%s takes f32 or q8, not '%s'", flag, s ? s : "");
+        fail_msg("%s takes %s or %s, not '%s'", flag, name1, name2, s ? s : "");
         return 0;
     }
     return 1;
+}
+
+int arg_kv_type(const char *flag, const char *s, moe_dtype *out)
+{
+    return arg_type_of(flag, s, "f32", MOE_F32, "f16", MOE_F16, out);
+}
+
+int arg_act_type(const char *flag, const char *s, moe_dtype *out)
+{
+    return arg_type_of(flag, s, "f32", MOE_F32, "q8", MOE_Q8_0, out);
 }
 
 int arg_int(const char *flag, const char *s, long lo, long hi, long *out)

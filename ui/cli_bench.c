@@ -148,9 +148,8 @@ int cmd_bench(int argc, char **argv)
             trace = 1;
             continue;
         } else if (!strcmp(a, "--kv-type")) {
-            if (!v || (strcmp(v, "f32") && strcmp(v, "f16")))
-                return fail_msg("bench: --kv-type takes f32 or f16") + 1;
-            kv_type = strcmp(v, "f16") ? MOE_F32 : MOE_F16;
+            if (!arg_kv_type("bench: --kv-type", v, &kv_type))
+                return 2;
             i++;
             continue;
         } else if (!strcmp(a, "--act-type")) {

@@ -235,9 +235,7 @@ static int parse(int argc, char **argv, run_opts *o)
         } else if (IS("-b") || IS("--batch-size")) {
             if (!arg_int(a, v, 1, 8192, &o->batch)) return 2;
         } else if (IS("--kv-type")) {
-            if (strcmp(v, "f32") && strcmp(v, "f16"))
-                return fail_msg("--kv-type takes f32 or f16, not '%s'", v) + 1;
-            o->kv_type = strcmp(v, "f16") ? MOE_F32 : MOE_F16;
+            if (!arg_kv_type("--kv-type", v, &o->kv_type)) return 2;
         } else if (IS("--act-type")) {
             if (!arg_act_type("--act-type", v, &o->act_type)) return 2;
         }

@@ -140,9 +140,7 @@ int cmd_explore(int argc, char **argv)
             if (!arg_int(a, v, 16, 1 << 20, &ctx)) return 2;
             i++;
         } else if (IS("--kv-type")) {
-            if (!v || (strcmp(v, "f32") && strcmp(v, "f16")))
-                return fail_msg("--kv-type takes f32 or f16") + 1;
-            kv_type = strcmp(v, "f16") ? MOE_F32 : MOE_F16;
+            if (!arg_kv_type("--kv-type", v, &kv_type)) return 2;
             i++;
         } else if (IS("--act-type")) {
             if (!arg_act_type("--act-type", v, &act_type)) return 2;
