@@ -3,8 +3,10 @@
  * Every kernel exists three times: portable C, AVX2 (with FMA and F16C) and
  * AVX-512 (F, BW, VL). All three are compiled into every x86-64 build; the
  * ISA-specific ones carry target attributes, and kern_init picks the best
- * one this CPU runs, or the one MOESCOPE_ISA names. Weights are read with
- * unaligned loads, since tensors in a mapped file may sit at any offset. */
+ * one this CPU runs, or the one MOESCOPE_ISA names. A fourth level, "amx",
+ * is AVX-512 plus AMX tile products for f16 and bf16 weights against many
+ * vectors (amx.c). Weights are read with unaligned loads, since tensors in
+ * a mapped file may sit at any offset. */
 #include "kernels.h"
 
 #include <assert.h>
@@ -14,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "amx.h"
 #include "quant.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -671,6 +674,57 @@ AVX512 static void z_silu_mul(float *g, const float *u, size_t n)
 
 #endif /* KERN_X86 */
 
+/* ---- portable versions of the rest ------------------------------------- */
+
+/* kern_wsum without SIMD: the same sums in the same order per column. */
+static void p_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, const float *A, size_t lda, size_t n,
+                   size_t np, float *O, size_t ldo)
+{
+    const unsigned char *base = V;
+    size_t es = dtype_size(t);
+    for (size_t v = 0; v < n; v++)
+        memset(O + v * ldo, 0, cols * sizeof *O);
+    for (size_t p = 0; p < np; p++) {
+        const unsigned char *row = base + p * ldv * es;
+        for (size_t d = 0; d < cols; d++) {
+            float w;
+            if (t == MOE_F32)
+                memcpy(&w, row + d * 4, 4);
+            else {
+                uint16_t h;
+                memcpy(&h, row + d * 2, 2);
+                w = t == MOE_F16 ? kern_f16_to_f32(h) : kern_bf16_to_f32(h);
+            }
+            for (size_t v = 0; v < n; v++)
+                O[v * ldo + d] += A[v * lda + p] * w;
+        }
+    }
+}
+
+static void p_softmax(float *x, size_t n, float scale)
+{
+    float max = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        x[i] *= scale;
+        if (x[i] > max)
+            max = x[i];
+    }
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - max);
+        sum += x[i];
+    }
+    float inv = (float)(1.0 / sum);
+    for (size_t i = 0; i < n; i++)
+        x[i] *= inv;
+}
+
+static void p_silu_mul(float *g, const float *u, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
 /* ---- dispatch ----------------------------------------------------------- */
 
 typedef struct {
@@ -681,14 +735,21 @@ typedef struct {
     void (*to_f32)(moe_dtype t, const void *src, float *dst, size_t n);
     float (*dot)(const float *a, const float *b, size_t n);
     void (*axpy)(float a, const float *x, float *y, size_t n);
+    /* n in 1..4 */
+    void (*wsum)(moe_dtype t, const void *V, size_t ldv, size_t cols, const float *A, size_t lda, size_t n,
+                 size_t np, float *O, size_t ldo);
+    void (*softmax)(float *x, size_t n, float scale);
+    void (*silu_mul)(float *g, const float *u, size_t n);
 } kern_impl;
 
 /* Worst to best. */
 static const kern_impl impls[] = {
-    {"portable", p_rows, p_to_f32, p_dot, p_axpy},
+    {"portable", p_rows, p_to_f32, p_dot, p_axpy, p_wsum, p_softmax, p_silu_mul},
 #ifdef KERN_X86
-    {"avx2", y_rows, y_to_f32, y_dot, y_axpy},
-    {"avx512", z_rows, z_to_f32, z_dot, z_axpy},
+    {"avx2", y_rows, y_to_f32, y_dot, y_axpy, y_wsum, p_softmax, p_silu_mul},
+    {"avx512", z_rows, z_to_f32, z_dot, z_axpy, z_wsum, z_softmax, z_silu_mul},
+    /* AVX-512 and the tile products (kern_tiles) */
+    {"amx", z_rows, z_to_f32, z_dot, z_axpy, z_wsum, z_softmax, z_silu_mul},
 #endif
 };
 enum { N_IMPLS = sizeof impls / sizeof impls[0] };
@@ -707,9 +768,12 @@ static int runs_here(const kern_impl *k)
     int avx2 = f16c && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     if (k == &impls[1])
         return avx2;
+    int avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl");
     if (k == &impls[2])
-        return avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-               __builtin_cpu_supports("avx512vl");
+        return avx512;
+    if (k == &impls[3])
+        return avx512 && amx_usable();
 #endif
     return k == &impls[0];
 }
@@ -754,6 +818,14 @@ static inline const kern_impl *impl(void)
     return k;
 }
 
+/* The quantised kernels' implementation (quant.h) for k: "amx" runs
+ * AVX-512's. */
+static int quant_isa(const kern_impl *k)
+{
+    int i = (int)(k - impls);
+    return i > QUANT_AVX512 ? QUANT_AVX512 : i;
+}
+
 const char *kern_isa(void)
 {
     return impl()->name;
@@ -776,7 +848,7 @@ void kern_matvec(moe_dtype t, const void *W, size_t cols, const float *x, float 
 {
     assert((unsigned)t < MOE_DTYPE_COUNT);
     if (quant_is_quantised(t)) {
-        quant_rows((int)(impl() - impls), t, W, cols, x, 1, y, 0, r0, r1);
+        quant_rows(quant_isa(impl()), t, W, cols, x, 1, y, 0, r0, r1);
         return;
     }
     impl()->rows(t, W, cols, x, 1, y, 0, r0, r1);
@@ -790,7 +862,7 @@ void kern_matvec_n(moe_dtype t, const void *W, size_t cols, const float *X, size
     if (quant_is_quantised(t)) {
         enum { TILE = 16384 }; /* floats: 64 KiB of dequantised rows */
         if (n <= 4 || cols > TILE) { /* each block decoded once per four vectors */
-            quant_rows((int)(k - impls), t, W, cols, X, n, Y, ldy, r0, r1);
+            quant_rows(quant_isa(k), t, W, cols, X, n, Y, ldy, r0, r1);
             return;
         }
         /* Many vectors (the tokens routed to one expert in a prefill):
@@ -803,7 +875,7 @@ void kern_matvec_n(moe_dtype t, const void *W, size_t cols, const float *X, size
         size_t per = TILE / cols, rb = kern_row_bytes(t, cols);
         for (size_t b0 = r0; b0 < r1; b0 += per) {
             size_t nr = r1 - b0 < per ? r1 - b0 : per;
-            quant_to_f32((int)(k - impls), t, (const unsigned char *)W + b0 * rb, tile, nr * cols);
+            quant_to_f32(quant_isa(k), t, (const unsigned char *)W + b0 * rb, tile, nr * cols);
             for (size_t v = 0; v < n; v += 4)
                 k->rows(MOE_F32, tile, cols, X + v * cols, n - v < 4 ? n - v : 4, Y + v * ldy + b0, ldy, 0, nr);
         }
@@ -828,13 +900,41 @@ void kern_matvec_n(moe_dtype t, const void *W, size_t cols, const float *X, size
 
 void kern_q8_act(moe_dtype t, const float *x, size_t cols, void *out)
 {
-    quant_dot_act((int)(impl() - impls), t, x, cols, out);
+    quant_dot_act(quant_isa(impl()), t, x, cols, out);
 }
 
 void kern_matvec_q8(moe_dtype t, const void *W, size_t cols, const void *XQ, size_t n, float *Y, size_t ldy,
                     size_t r0, size_t r1)
 {
-    quant_dot_rows((int)(impl() - impls), t, W, cols, XQ, n, Y, ldy, r0, r1);
+    quant_dot_rows(quant_isa(impl()), t, W, cols, XQ, n, Y, ldy, r0, r1);
+}
+
+int kern_tiles(moe_dtype t)
+{
+#ifdef KERN_X86
+    return (t == MOE_F16 || t == MOE_BF16) && impl() == &impls[3];
+#else
+    (void)t;
+    return 0;
+#endif
+}
+
+size_t kern_tile_act_bytes(size_t n, size_t cols)
+{
+    return amx_act_bytes(n, cols);
+}
+
+void kern_tile_act(const float *X, size_t n, size_t cols, void *out)
+{
+    assert(kern_tiles(MOE_F16));
+    amx_act(X, n, cols, out);
+}
+
+void kern_matvec_tiles(moe_dtype t, const void *W, size_t cols, const void *XT, size_t n, float *Y, size_t ldy,
+                       size_t r0, size_t r1)
+{
+    assert(kern_tiles(t));
+    amx_rows(t, W, cols, XT, n, Y, ldy, r0, r1);
 }
 
 size_t kern_row_bytes(moe_dtype t, size_t cols)
@@ -848,7 +948,7 @@ void kern_to_f32(moe_dtype t, const void *src, float *dst, size_t n)
     if (t == MOE_F32)
         memcpy(dst, src, n * sizeof *dst);
     else if (quant_is_quantised(t))
-        quant_to_f32((int)(impl() - impls), t, src, dst, n);
+        quant_to_f32(quant_isa(impl()), t, src, dst, n);
     else
         impl()->to_f32(t, src, dst, n);
 }
@@ -863,90 +963,25 @@ void kern_axpy(float a, const float *x, float *y, size_t n)
     impl()->axpy(a, x, y, n);
 }
 
-/* kern_wsum without SIMD: the same sums in the same order per column. */
-static void p_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, const float *A, size_t lda, size_t n,
-                   size_t np, float *O, size_t ldo)
-{
-    const unsigned char *base = V;
-    size_t es = dtype_size(t);
-    for (size_t v = 0; v < n; v++)
-        memset(O + v * ldo, 0, cols * sizeof *O);
-    for (size_t p = 0; p < np; p++) {
-        const unsigned char *row = base + p * ldv * es;
-        for (size_t d = 0; d < cols; d++) {
-            float w;
-            if (t == MOE_F32)
-                memcpy(&w, row + d * 4, 4);
-            else {
-                uint16_t h;
-                memcpy(&h, row + d * 2, 2);
-                w = t == MOE_F16 ? kern_f16_to_f32(h) : kern_bf16_to_f32(h);
-            }
-            for (size_t v = 0; v < n; v++)
-                O[v * ldo + d] += A[v * lda + p] * w;
-        }
-    }
-}
-
 void kern_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, const float *A, size_t lda, size_t n,
                size_t np, float *O, size_t ldo)
 {
     assert(t == MOE_F32 || t == MOE_F16 || t == MOE_BF16);
+    const kern_impl *k = impl();
     for (size_t v = 0; v < n; v += 4) {
         size_t nv = n - v < 4 ? n - v : 4;
-#ifdef KERN_X86
-        if (!strcmp(impl()->name, "avx512")) {
-            z_wsum(t, V, ldv, cols, A + v * lda, lda, nv, np, O + v * ldo, ldo);
-            continue;
-        }
-        if (!strcmp(impl()->name, "avx2")) {
-            y_wsum(t, V, ldv, cols, A + v * lda, lda, nv, np, O + v * ldo, ldo);
-            continue;
-        }
-#endif
-        p_wsum(t, V, ldv, cols, A + v * lda, lda, nv, np, O + v * ldo, ldo);
+        k->wsum(t, V, ldv, cols, A + v * lda, lda, nv, np, O + v * ldo, ldo);
     }
-}
-
-static void p_softmax(float *x, size_t n, float scale)
-{
-    float max = -INFINITY;
-    for (size_t i = 0; i < n; i++) {
-        x[i] *= scale;
-        if (x[i] > max)
-            max = x[i];
-    }
-    double sum = 0;
-    for (size_t i = 0; i < n; i++) {
-        x[i] = expf(x[i] - max);
-        sum += x[i];
-    }
-    float inv = (float)(1.0 / sum);
-    for (size_t i = 0; i < n; i++)
-        x[i] *= inv;
 }
 
 void kern_silu_mul(float *g, const float *u, size_t n)
 {
-#ifdef KERN_X86
-    if (!strcmp(impl()->name, "avx512")) {
-        z_silu_mul(g, u, n);
-        return;
-    }
-#endif
-    for (size_t i = 0; i < n; i++)
-        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+    impl()->silu_mul(g, u, n);
 }
 
 void kern_softmax(float *x, size_t n, float scale)
 {
     if (!n)
         return;
-#ifdef KERN_X86
-    if (!strcmp(impl()->name, "avx512")) {
-        z_softmax(x, n, scale);
-        return;
-    }
-#endif
-    p_softmax(x, n, scale);
+    impl()->softmax(x, n, scale);
 }

@@ -5,7 +5,10 @@
  * the pool, each weight is read from memory once and used for four rows of
  * X at a time. More rows of X go through OpenBLAS sgemm, one block of W's
  * rows per task: f32 weights are used in place, f16/bf16 weights are first
- * converted to f32 in the thread's own tile. All parallelism is the pool's:
+ * converted to f32 in the thread's own tile. Where the CPU has AMX
+ * (kern_tiles), f16/bf16 weights against a dozen rows of X or more take
+ * the tile products instead, in the same chunks as the matrix-vector
+ * kernels. All parallelism is the pool's:
  * OpenBLAS is kept single-threaded, so that its threads and ours never
  * compete for the same cores. */
 #include "matmul.h"
@@ -43,6 +46,14 @@ enum {
      * on the Q4_K_M bench model is the same with 48 and 128 (165/164 and
      * 233/226 t/s, paired runs), so 48 is kept. */
     SMALL_N_Q = 48,
+    /* From this many rows of X on, f16/bf16 weights take the AMX tile
+     * products where there are any, up to any n. They cost about the same
+     * for any n up to 16 (splitting the weights into bfloat16 halves is
+     * most of the work), the AVX-512 kernels cost in proportion to n. One
+     * thread over 600 matrices of 512 x 1024 f16 (past the L3, as a
+     * prefill's experts are), GFLOP/s tiles against AVX-512: n = 4 37/50,
+     * 6 54/54, 8 72/64, 12 105/73, 16 133/78, 32 200/88. */
+    TILE_MIN_N = 8,
     CHUNKS_PER_THREAD = 4, /* matrix-vector chunks per thread, for balance */
     ROW_ALIGN = 16,        /* chunks and tiles are whole multiples of this many rows */
     /* f32 tile of converted weight rows per thread, 1 MiB: half of L2.
@@ -57,9 +68,16 @@ struct matmul_ctx {
     size_t tile_floats; /* per thread */
     float *tiles;       /* (n_threads, tile_floats): weight rows converted to f32 */
     int act_q8;         /* 8-bit activations for the weight types that have integer kernels */
-    unsigned char *xq;  /* one dispatch's activations quantised to 8 bits */
+    unsigned char *xq;  /* one dispatch's activations, quantised or packed for the kernels */
     size_t xq_cap;
 };
+
+/* The form in which a product's activations reach the kernels. */
+typedef enum {
+    ACT_F32,   /* X as it is */
+    ACT_Q8,    /* quantised to 8 bits for the integer kernels (kern_q8_act) */
+    ACT_TILES, /* packed for the tile products (kern_tile_act) */
+} act_form;
 
 /* One call's arguments, shared by its tasks. */
 typedef struct {
@@ -68,7 +86,8 @@ typedef struct {
     const unsigned char *W; /* (rows, cols) of type t */
     size_t rows, cols;
     const float *X;   /* (n, cols) */
-    const void *XQ;   /* X quantised for the integer kernels, or NULL */
+    act_form form;
+    const void *XQ;   /* X in that form, or NULL for ACT_F32 */
     size_t n;
     float *Y;     /* (n, rows) */
     size_t block; /* rows of W per task */
@@ -92,7 +111,7 @@ matmul_ctx *matmul_new(pool *p, size_t max_cols)
     }
     kern_init();
     /* the integer kernels' SIMD code: where it runs, 8-bit activations by default */
-    c->act_q8 = strcmp(kern_isa(), "avx512") == 0 || strcmp(kern_isa(), "avx2") == 0;
+    c->act_q8 = strcmp(kern_isa(), "portable") != 0;
     openblas_set_num_threads(1);
     return c;
 }
@@ -116,11 +135,6 @@ int matmul_act_q8(const matmul_ctx *c)
     return c->act_q8;
 }
 
-/* Whether products with weights of type t take 8-bit activations. */
-static int act_q8(const matmul_ctx *c, moe_dtype t)
-{
-    return c->act_q8 && quant_dot_supported(t);
-}
 
 /* Room for `bytes` of quantised activations: 0 when there is none, and
  * the caller takes the f32 path. Grows only, so the hot path allocates
@@ -137,17 +151,48 @@ static int xq_reserve(matmul_ctx *c, size_t bytes)
     return 1;
 }
 
-static void quantise_rows(moe_dtype t, const float *X, size_t n, size_t cols, unsigned char *out)
-{
-    size_t vb = quant_dot_act_bytes(t, cols);
-    for (size_t v = 0; v < n; v++)
-        kern_q8_act(t, X + v * cols, cols, out + v * vb);
-}
-
 /* Up to this many rows of X the matrix-vector kernels are used. */
 static size_t small_n(moe_dtype t)
 {
     return t == MOE_F32 ? SMALL_N_F32 : t == MOE_F16 || t == MOE_BF16 ? SMALL_N_F16 : SMALL_N_Q;
+}
+
+/* The form X takes for n rows against weights of type t. */
+static act_form form_of(const matmul_ctx *c, moe_dtype t, size_t n)
+{
+    if (n >= TILE_MIN_N && kern_tiles(t))
+        return ACT_TILES;
+    if (n <= small_n(t) && c->act_q8 && quant_dot_supported(t))
+        return ACT_Q8;
+    return ACT_F32;
+}
+
+int matmul_tiles(const matmul_ctx *c, moe_dtype t, size_t n)
+{
+    return form_of(c, t, n) == ACT_TILES;
+}
+
+/* Whether a product goes through the chunked kernels (matrix-vector or
+ * tiles) rather than sgemm. */
+static int chunked(const matmul_ctx *c, moe_dtype t, size_t n)
+{
+    return n <= small_n(t) || form_of(c, t, n) == ACT_TILES;
+}
+
+static size_t form_bytes(act_form f, moe_dtype t, size_t n, size_t cols)
+{
+    return f == ACT_Q8 ? n * quant_dot_act_bytes(t, cols) : f == ACT_TILES ? kern_tile_act_bytes(n, cols) : 0;
+}
+
+static void put_in_form(act_form f, moe_dtype t, const float *X, size_t n, size_t cols, unsigned char *out)
+{
+    if (f == ACT_TILES) {
+        kern_tile_act(X, n, cols, out);
+        return;
+    }
+    size_t vb = quant_dot_act_bytes(t, cols);
+    for (size_t v = 0; v < n; v++)
+        kern_q8_act(t, X + v * cols, cols, out + v * vb);
 }
 
 static size_t round_up(size_t x, size_t m)
@@ -155,12 +200,14 @@ static size_t round_up(size_t x, size_t m)
     return (x + m - 1) / m * m;
 }
 
-/* Rows r0..r1 of W against X, or against its 8-bit form XQ when there is one. */
-static void rows_of(moe_dtype t, const void *W, size_t cols, const float *X, const void *XQ, size_t n, float *Y,
-                    size_t ldy, size_t r0, size_t r1)
+/* Rows r0..r1 of W against X, or against XQ, X in the given form. */
+static void rows_of(moe_dtype t, const void *W, size_t cols, const float *X, act_form form, const void *XQ, size_t n,
+                    float *Y, size_t ldy, size_t r0, size_t r1)
 {
-    if (XQ)
+    if (form == ACT_Q8)
         kern_matvec_q8(t, W, cols, XQ, n, Y, ldy, r0, r1);
+    else if (form == ACT_TILES)
+        kern_matvec_tiles(t, W, cols, XQ, n, Y, ldy, r0, r1);
     else
         kern_matvec_n(t, W, cols, X, n, Y, ldy, r0, r1);
 }
@@ -171,7 +218,7 @@ static void matvec_task(void *arg, int task, int thread)
     (void)thread;
     size_t r0 = (size_t)task * j->block;
     size_t r1 = r0 + j->block < j->rows ? r0 + j->block : j->rows;
-    rows_of(j->t, j->W, j->cols, j->X, j->XQ, j->n, j->Y, j->rows, r0, r1);
+    rows_of(j->t, j->W, j->cols, j->X, j->form, j->XQ, j->n, j->Y, j->rows, r0, r1);
 }
 
 static void gemm_task(void *arg, int task, int thread)
@@ -200,16 +247,18 @@ void matmul(matmul_ctx *c, moe_dtype t, const void *W, size_t rows, size_t cols,
         memset(Y, 0, n * rows * sizeof *Y);
         return;
     }
-    job j = {c, t, W, rows, cols, X, NULL, n, Y, 0};
+    job j = {c, t, W, rows, cols, X, ACT_F32, NULL, n, Y, 0};
     size_t nt = (size_t)c->n_threads;
 
-    if (n <= small_n(t)) {
+    if (chunked(c, t, n)) {
         /* A few chunks per thread, so that a thread slowed by something
          * else does not hold up the rest. */
         size_t want = nt == 1 ? 1 : nt * CHUNKS_PER_THREAD;
         j.block = round_up((rows + want - 1) / want, ROW_ALIGN);
-        if (act_q8(c, t) && xq_reserve(c, n * quant_dot_act_bytes(t, cols))) {
-            quantise_rows(t, X, n, cols, c->xq);
+        act_form f = form_of(c, t, n);
+        if (f != ACT_F32 && xq_reserve(c, form_bytes(f, t, n, cols))) {
+            put_in_form(f, t, X, n, cols, c->xq);
+            j.form = f;
             j.XQ = c->xq;
         }
         pool_run(c->pool, matvec_task, &j, (int)((rows + j.block - 1) / j.block));
@@ -233,7 +282,8 @@ enum { MANY_MAX = 32 }; /* products per dispatch */
 
 typedef struct {
     const matmul_item *item[MANY_MAX];
-    const void *xq[MANY_MAX]; /* the item's X quantised, or NULL */
+    act_form form[MANY_MAX];
+    const void *xq[MANY_MAX]; /* the item's X in that form, or NULL */
     int n;
     size_t block[MANY_MAX];   /* rows of W per task, as matmul chooses */
     int first[MANY_MAX + 1]; /* the first task of each item */
@@ -249,14 +299,14 @@ static void many_task(void *arg, int task, int thread)
     const matmul_item *it = j->item[i];
     size_t r0 = (size_t)(task - j->first[i]) * j->block[i];
     size_t r1 = r0 + j->block[i] < it->rows ? r0 + j->block[i] : it->rows;
-    rows_of(it->t, it->W, it->cols, it->X, j->xq[i], it->n, it->Y, it->rows, r0, r1);
+    rows_of(it->t, it->W, it->cols, it->X, j->form[i], j->xq[i], it->n, it->Y, it->rows, r0, r1);
 }
 
-/* Whether item it goes through the matrix-vector kernels of one dispatch
- * rather than a matmul of its own. */
-static int many_small(const matmul_item *it)
+/* Whether item it goes through the chunked kernels of one dispatch rather
+ * than a matmul of its own. */
+static int many_small(const matmul_ctx *c, const matmul_item *it)
 {
-    return it->n <= small_n(it->t) && it->cols > 0;
+    return chunked(c, it->t, it->n) && it->cols > 0;
 }
 
 void matmul_many(matmul_ctx *c, const matmul_item *items, int n_items)
@@ -266,26 +316,28 @@ void matmul_many(matmul_ctx *c, const matmul_item *items, int n_items)
     j.first[0] = 0;
     size_t nt = (size_t)c->n_threads, want = nt == 1 ? 1 : nt * CHUNKS_PER_THREAD;
 
-    /* The 8-bit activations of every item that takes them, each distinct X
-     * quantised once (q, k and v share theirs, as do an expert's gate and
-     * up), in one buffer reserved up front so that no pointer moves. */
+    /* The activations of every item that takes them in another form, each
+     * distinct X put in each form once (q, k and v share theirs, as do an
+     * expert's gate and up), in one buffer reserved up front so that no
+     * pointer moves. */
     enum { SEEN_MAX = 2 * MANY_MAX };
-    struct quantised {
+    struct prepared {
         const float *X;
+        act_form form;
         size_t n, cols, at; /* at: offset in c->xq */
     } seen[SEEN_MAX];
     int n_seen = 0;
     size_t need = 0;
     for (int i = 0; i < n_items; i++)
-        if (many_small(&items[i]) && act_q8(c, items[i].t))
-            need += items[i].n * quant_dot_act_bytes(items[i].t, items[i].cols);
-    int q8 = need > 0 && xq_reserve(c, need);
+        if (many_small(c, &items[i]))
+            need += form_bytes(form_of(c, items[i].t, items[i].n), items[i].t, items[i].n, items[i].cols);
+    int formed = need > 0 && xq_reserve(c, need);
     size_t used = 0;
 
     for (int i = 0; i < n_items; i++) {
         const matmul_item *it = &items[i];
         assert(it->cols <= c->max_cols);
-        if (!many_small(it)) { /* never the q8 path, so c->xq is left alone */
+        if (!many_small(c, it)) { /* sgemm, which leaves c->xq alone */
             matmul(c, it->t, it->W, it->rows, it->cols, it->X, it->n, it->Y);
             continue;
         }
@@ -298,20 +350,24 @@ void matmul_many(matmul_ctx *c, const matmul_item *items, int n_items)
         /* the same blocks as matmul, so that every output is the same */
         size_t block = round_up((it->rows + want - 1) / want, ROW_ALIGN);
         j.item[j.n] = it;
+        j.form[j.n] = ACT_F32;
         j.xq[j.n] = NULL;
-        if (q8 && act_q8(c, it->t)) {
+        act_form f = form_of(c, it->t, it->n);
+        if (formed && f != ACT_F32) {
             int k = 0;
-            while (k < n_seen && !(seen[k].X == it->X && seen[k].n == it->n && seen[k].cols == it->cols))
+            while (k < n_seen && !(seen[k].X == it->X && seen[k].form == f && seen[k].n == it->n &&
+                                   seen[k].cols == it->cols))
                 k++;
             if (k == n_seen) {
-                quantise_rows(it->t, it->X, it->n, it->cols, c->xq + used);
+                put_in_form(f, it->t, it->X, it->n, it->cols, c->xq + used);
                 if (n_seen < SEEN_MAX)
-                    seen[n_seen++] = (struct quantised){it->X, it->n, it->cols, used};
+                    seen[n_seen++] = (struct prepared){it->X, f, it->n, it->cols, used};
                 j.xq[j.n] = c->xq + used;
-                used += it->n * quant_dot_act_bytes(it->t, it->cols);
+                used += form_bytes(f, it->t, it->n, it->cols);
             } else {
                 j.xq[j.n] = c->xq + seen[k].at;
             }
+            j.form[j.n] = f;
         }
         j.block[j.n] = block;
         j.first[j.n + 1] = j.first[j.n] + (int)((it->rows + block - 1) / block);

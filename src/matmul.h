@@ -26,6 +26,9 @@ void matmul_free(matmul_ctx *c);
  * have SIMD code for the kernels in use (AVX2, AVX-512). */
 void matmul_set_act_q8(matmul_ctx *c, int on);
 int matmul_act_q8(const matmul_ctx *c);
+/* 1 when a product of n rows of X with weights of type t takes the AMX
+ * tile products (kern_tiles), whose error bound is theirs (amx.h). */
+int matmul_tiles(const matmul_ctx *c, moe_dtype t, size_t n);
 
 /* Y (n, rows) = X (n, cols) · W (rows, cols)ᵀ; W has type t. Y is overwritten.
  * cols <= max_cols. Allocates only to grow the buffer of 8-bit activations

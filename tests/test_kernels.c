@@ -8,7 +8,11 @@
  * keep 8-32 partial sums, so at cols = 1000 the worst case is about
  * 125 · 6e-8 = 7.5e-6 of Σ|w·x|, and sgemm's sequential sums grow like
  * √cols · 6e-8 ≈ 2e-6 for random signs. A wrong or missing term (about
- * 1/cols ≈ 1e-3 of Σ|w·x| or more) fails by two orders of magnitude. */
+ * 1/cols ≈ 1e-3 of Σ|w·x| or more) fails by two orders of magnitude.
+ *
+ * The AMX tile products (f16/bf16 weights, many vectors; "amx") split each
+ * operand into two bfloat16s and are tested on their own, against the
+ * bound that splitting allows (tile_tol). */
 #include <cblas.h>
 #include <math.h>
 #include <stdatomic.h>
@@ -23,8 +27,8 @@
 
 #define TOL 1e-5
 
-static const char *const isas[] = {"portable", "avx2", "avx512"};
-enum { N_ISAS = 3 };
+static const char *const isas[] = {"portable", "avx2", "avx512", "amx"};
+enum { N_ISAS = 4 };
 static const moe_dtype dtypes[] = {MOE_F32, MOE_F16, MOE_BF16};
 static const char *const dtype_names[] = {"f32", "f16", "bf16"};
 
@@ -298,9 +302,10 @@ static float *random_floats(size_t n)
     return x;
 }
 
-/* Y(n, rows) against the double reference; the first bad element is shown. */
-static int check_product(const char *what, moe_dtype t, const unsigned char *W, size_t rows,
-                         size_t cols, const float *X, size_t n, const float *Y, size_t ldy)
+/* Y(n, rows) against the double reference, each within tol · Σ|w·x|;
+ * the first bad element is shown. */
+static int check_product_within(double tol, const char *what, moe_dtype t, const unsigned char *W, size_t rows,
+                                size_t cols, const float *X, size_t n, const float *Y, size_t ldy)
 {
     double *w = malloc(rows * cols * sizeof *w);
     for (size_t i = 0; i < rows * cols; i++)
@@ -315,13 +320,19 @@ static int check_product(const char *what, moe_dtype t, const unsigned char *W, 
                 mag += fabs(p);
             }
             double got = Y[v * ldy + r];
-            if (!(fabs(got - ref) <= TOL * mag)) {
+            if (!(fabs(got - ref) <= tol * mag)) {
                 diag("%s: Y[%zu][%zu] = %.9g, want %.9g (Σ|w·x| %.6g)", what, v, r, got, ref, mag);
                 good = 0;
             }
         }
     free(w);
     return good;
+}
+
+static int check_product(const char *what, moe_dtype t, const unsigned char *W, size_t rows, size_t cols,
+                         const float *X, size_t n, const float *Y, size_t ldy)
+{
+    return check_product_within(TOL, what, t, W, rows, cols, X, n, Y, ldy);
 }
 
 /* kern_matvec_n over rows [3, 21) of 23 with ldy 29; what lies outside
@@ -557,6 +568,132 @@ static void test_silu(const char *isa)
     ok(good, "%s silu·u: sizes 1..1000, g in [-80, 80], within 1e-6 relative (worst %.1e)", isa, worst);
 }
 
+/* ---- AMX tile products --------------------------------------------------- */
+
+/* The bound for a tile product, as a fraction of Σ|w·x| (amx.h): an f16
+ * weight is exactly wh + wl with |wl| < 2^-7 |w|, an activation is
+ * xh + xl + e with |xl| <= 2^-8 |x| and |e| <= 2^-16 |x|; leaving out
+ * wl·xl and e errs by less than (2^-15 + 2^-16) |w x| per term. The tile
+ * unit adds each of the three exact bfloat16 products to an f32 sum, within
+ * 2^-24 of a partial sum that is at most about Σ|w·x|, and two partial
+ * tiles may be added at the end: (3·cols + 2) · 2^-24 more. */
+static double tile_tol(size_t cols)
+{
+    return 1.01 * (0x1p-15 + 0x1p-16 + (3.0 * (double)cols + 2) * 0x1p-24);
+}
+
+/* kern_matvec_tiles over rows [r0, r1) of rows, Y with ldy > rows and a
+ * sentinel everywhere else, which must survive. */
+static int check_tiles(moe_dtype t, const unsigned char *W, size_t rows, size_t cols, const float *X, size_t n,
+                       size_t r0, size_t r1, const char *what)
+{
+    size_t ldy = rows + 3;
+    unsigned char *XT = malloc(kern_tile_act_bytes(n, cols) + 4);
+    unsigned char *xt = XT + 4; /* packed activations need no alignment */
+    float *Y = malloc((n + 1) * ldy * sizeof *Y);
+    for (size_t i = 0; i < (n + 1) * ldy; i++)
+        Y[i] = -7.0f;
+    kern_tile_act(X, n, cols, xt);
+    kern_matvec_tiles(t, W, cols, xt, n, Y, ldy, r0, r1);
+    int good = 1;
+    for (size_t v = 0; v <= n; v++)
+        for (size_t r = 0; r < ldy; r++)
+            if ((v == n || r < r0 || r >= r1) && Y[v * ldy + r] != -7.0f) {
+                if (good)
+                    diag("%s: Y[%zu][%zu] written, outside rows [%zu, %zu) of %zu vectors", what, v, r, r0, r1, n);
+                good = 0;
+            }
+    good = good && check_product_within(tile_tol(cols), what, t, W + r0 * cols * esize(t), r1 - r0, cols, X, n,
+                                        Y + r0, ldy);
+    free(XT);
+    free(Y);
+    return good;
+}
+
+static void test_tiles(void)
+{
+    if (kern_set_isa("amx") != 0) {
+        skip("amx: the AMX tile products: this CPU (or kernel) has no AMX-BF16");
+        return;
+    }
+    ok(kern_tiles(MOE_F16) && kern_tiles(MOE_BF16) && !kern_tiles(MOE_F32) && !kern_tiles(MOE_Q8_0),
+       "amx: tile products for f16 and bf16 weights only");
+
+    /* every edge of a tile: rows and columns around 16 and 32, vectors
+     * around 16 and 32 (one or two accumulators per row block) */
+    static const size_t row_sizes[] = {1, 16, 17, 33, 100};
+    static const size_t col_sizes[] = {1, 31, 32, 33, 300, 1000};
+    static const size_t ns[] = {1, 8, 15, 16, 17, 32, 33, 70};
+    for (int d = 1; d < 3; d++)
+        for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++) {
+            int good = 1;
+            for (size_t ri = 0; ri < 5 && good; ri++)
+                for (size_t ci = 0; ci < 6 && good; ci++) {
+                    size_t rows = row_sizes[ri], cols = col_sizes[ci], n = ns[ni];
+                    unsigned char *base, *W = random_weights(dtypes[d], rows * cols, &base);
+                    float *X = random_floats(n * cols);
+                    char what[80];
+                    snprintf(what, sizeof what, "tiles %s %zu x %zu, n %zu", dtype_names[d], rows, cols, n);
+                    good = check_tiles(dtypes[d], W, rows, cols, X, n, 0, rows, what) &&
+                           (rows < 3 || check_tiles(dtypes[d], W, rows, cols, X, n, 1, rows - 1, what));
+                    free(base);
+                    free(X);
+                }
+            ok(good, "amx: tiles %s, n %zu, 5 x 6 shapes from 1 x 1 to 100 x 1000 (also rows [1, rows-1)): within "
+               "(2^-15 + 2^-16 + (3 cols + 2) 2^-24) of Σ|w·x|", dtype_names[d], ns[ni]);
+        }
+
+    /* The error at its largest, all of one sign: f16 weights whose last
+     * three bits are ones (wl = 7/8 of 2^-7 of w), activations just under
+     * half a bfloat16 step above a bfloat16 (xl = 0.99 · 2^-8). Leaving out
+     * wh·xl or wl·xh would err by 2^-8 or 2^-7 of every term. */
+    {
+        size_t rows = 40, cols = 1000, n = 20;
+        unsigned char *W = malloc(rows * cols * 2);
+        float *X = malloc(n * cols * sizeof *X);
+        static const uint16_t ws[] = {0x3c07, 0x4107, 0x2c07, 0x3b87};
+        for (size_t i = 0; i < rows * cols; i++)
+            memcpy(W + 2 * i, &ws[i % 4], 2);
+        for (size_t i = 0; i < n * cols; i++)
+            X[i] = ldexpf(1.0f + 0.99f * 0x1p-8f, (int)(i % 5) - 2);
+        ok(check_tiles(MOE_F16, W, rows, cols, X, n, 0, rows, "tiles, worst case"),
+           "amx: f16 weights and activations at the largest splitting error, all of one sign: within the bound");
+        free(W);
+        free(X);
+    }
+
+    /* subnormal f16 weights are normal bfloat16s; large activations */
+    {
+        size_t rows = 33, cols = 300, n = 17;
+        unsigned char *W = malloc(rows * cols * 2);
+        float *X = malloc(n * cols * sizeof *X);
+        for (size_t i = 0; i < rows * cols; i++)
+            store(MOE_F16, W, i, 1e-6f * test_rng_unit(&rng_state));
+        for (size_t i = 0; i < n * cols; i++)
+            X[i] = 3e4f * test_rng_unit(&rng_state);
+        ok(check_tiles(MOE_F16, W, rows, cols, X, n, 0, rows, "tiles, subnormal weights"),
+           "amx: subnormal f16 weights (|w| < 1e-6) against activations up to 3e4: within the bound");
+        /* a NaN in one vector spoils that vector's outputs only */
+        X[5 * cols + 7] = NAN;
+        float *Y = malloc(n * rows * sizeof *Y);
+        unsigned char *XT = malloc(kern_tile_act_bytes(n, cols));
+        kern_tile_act(X, n, cols, XT);
+        kern_matvec_tiles(MOE_F16, W, cols, XT, n, Y, rows, 0, rows);
+        int nan_row = 1, others = 1;
+        for (size_t v = 0; v < n; v++)
+            for (size_t r = 0; r < rows; r++)
+                if (v == 5)
+                    nan_row &= isnan(Y[v * rows + r]);
+                else
+                    others &= isfinite(Y[v * rows + r]);
+        ok(nan_row && others, "amx: a NaN activation makes its vector's outputs NaN and no other's");
+        free(XT);
+        free(Y);
+        free(W);
+        free(X);
+    }
+}
+
 /* ---- pool --------------------------------------------------------------- */
 
 typedef struct {
@@ -659,7 +796,8 @@ static void test_matmul(void)
                     matmul(c, dtypes[d], W, rows, cols, X, n, Y);
                     char what[64];
                     snprintf(what, sizeof what, "%zu x %zu", rows, cols);
-                    good = check_product(what, dtypes[d], W, rows, cols, X, n, Y, rows);
+                    good = check_product_within(matmul_tiles(c, dtypes[d], n) ? tile_tol(cols) : TOL, what,
+                                                dtypes[d], W, rows, cols, X, n, Y, rows);
                     free(base);
                     free(X);
                     free(Y);
@@ -697,6 +835,7 @@ int main(void)
         test_softmax(isas[i]);
         test_silu(isas[i]);
     }
+    test_tiles();
     kern_set_isa(best);
     diag("matmul uses %s kernels; OpenBLAS core %s", kern_isa(), openblas_get_corename());
 

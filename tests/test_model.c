@@ -6,7 +6,9 @@
  * same (upcast) weights, so logits of order 1-10 differ by ~1e-5; 1e-3
  * leaves room for summation order across thread counts and BLAS kernels
  * while catching any real mistake (a wrong rope pair, bias or expert moves
- * logits by 1e-1 or more). Greedy continuations must match exactly; the
+ * logits by 1e-1 or more). Where the CPU has AMX, the f16 and bf16
+ * fixtures' prefills take the tile products, each within about 2^-15 of
+ * |w x| (amx.h): their logits then differ by up to ~2e-4. Greedy continuations must match exactly; the
  * reference records the smallest top-1/top-2 gap on its path so that a
  * near-tie would be visible in a failure. */
 #include <math.h>

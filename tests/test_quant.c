@@ -356,6 +356,9 @@ static void test_matmul(void)
         unsigned char *W = random_blocks(t, rows * cols / 256, 0.01f);
         float *w = malloc(rows * cols * sizeof *w);
         kern_to_f32(t, W, w, rows * cols);
+        uint16_t *Wh = malloc(rows * cols * sizeof *Wh);
+        for (size_t i = 0; i < rows * cols; i++)
+            Wh[i] = kern_f32_to_f16(w[i]);
         static const size_t ns[] = {1, 5, 48, 49};
         for (size_t i = 0; i < sizeof ns / sizeof ns[0]; i++) {
             size_t n = ns[i], nb = cols / 256;
@@ -364,19 +367,29 @@ static void test_matmul(void)
             for (size_t v = 0; v < n; v++)
                 kern_q8_act(t, X + v * cols, cols, XQ + v * nb);
             matmul(c, t, W, rows, cols, X, n, Y);
-            matmul_item items[2] = {{t, W, rows, cols, X, n, Y2}, {t, W, rows, cols, X, n, Y2}};
-            matmul_many(c, items, 2);
+            /* with f16 weights on the same X between them: that X in two
+             * forms where the f16 product takes the tile products */
+            float *Yh = malloc(n * rows * sizeof *Yh), *Yh2 = malloc(n * rows * sizeof *Yh2);
+            matmul(c, MOE_F16, Wh, rows, cols, X, n, Yh);
+            matmul_item items[3] = {{t, W, rows, cols, X, n, Y2}, {MOE_F16, Wh, rows, cols, X, n, Yh2},
+                                    {t, W, rows, cols, X, n, Y2}};
+            matmul_many(c, items, 3);
             double we = 0, wb = 0;
             int good = n <= 48 ? check_q8(w, rows, cols, X, XQ, n, Y, &we, &wb)
                                : check_against(w, rows, cols, X, n, Y, &we);
-            ok(good && !memcmp(Y, Y2, n * rows * sizeof *Y),
-               "matmul %s, 8-bit activations, n %zu: %s (worst %.1e), matmul_many the same", moe_dtype_name(t), n,
-               n <= 48 ? "integer kernels within their bounds" : "sgemm with f32 activations", we);
+            ok(good && !memcmp(Y, Y2, n * rows * sizeof *Y) && !memcmp(Yh, Yh2, n * rows * sizeof *Yh),
+               "matmul %s, 8-bit activations, n %zu: %s (worst %.1e), matmul_many the same, and so an f16 "
+               "product on the same X%s",
+               moe_dtype_name(t), n, n <= 48 ? "integer kernels within their bounds" : "sgemm with f32 activations",
+               we, matmul_tiles(c, MOE_F16, n) ? " (tile products)" : "");
+            free(Yh);
+            free(Yh2);
             free(X);
             free(Y);
             free(Y2);
             free(XQ);
         }
+        free(Wh);
         free(W);
         free(w);
     }

@@ -515,7 +515,8 @@ int moe_chat_stop_strings(const char *template_src, const char *eos_token, const
 
 /* The BLAS core OpenBLAS chose ("SkylakeX", "Prescott", ...). Static. */
 const char *moe_blas_core(void);
-/* The SIMD kernels in use: "avx512", "avx2" or "portable". Static. */
+/* The SIMD kernels in use: "amx" (AVX-512 with AMX tile products),
+ * "avx512", "avx2" or "portable". Static. */
 const char *moe_kernel_isa(void);
 
 #ifdef __cplusplus
