@@ -197,8 +197,90 @@ typedef struct {
     uint8_t rows[16];
 } tile_config;
 
+/* One column block's tile products for a 32-row block: A, the weights'
+ * halves, from a; B, group g's activations from b0 and group g + 1's from
+ * b1 when `two`; rows 16-31 only when rows2. */
+AMX INLINE void tile_step(const uint16_t a[2][2][VG][KB], const unsigned char *b0, const unsigned char *b1, int two,
+                          int rows2, int f16)
+{
+    _tile_loadd(4, b0, 64);
+    _tile_loadd(5, b0 + TILE, 64);
+    _tile_loadd(6, a[0][0], 64);
+    if (f16)
+        _tile_loadd(7, a[0][1], 64);
+    if (!two) { /* 0, 1: hi·hi; 2, 3: the rest, in chains half as long */
+        _tile_dpbf16ps(0, 6, 4);
+        _tile_dpbf16ps(2, 6, 5);
+        if (f16)
+            _tile_dpbf16ps(2, 7, 4);
+        if (rows2) {
+            _tile_loadd(6, a[1][0], 64);
+            if (f16)
+                _tile_loadd(7, a[1][1], 64);
+            _tile_dpbf16ps(1, 6, 4);
+            _tile_dpbf16ps(3, 6, 5);
+            if (f16)
+                _tile_dpbf16ps(3, 7, 4);
+        }
+        return;
+    }
+    _tile_dpbf16ps(0, 6, 4);
+    _tile_dpbf16ps(0, 6, 5);
+    if (f16)
+        _tile_dpbf16ps(0, 7, 4);
+    _tile_loadd(4, b1, 64);
+    _tile_loadd(5, b1 + TILE, 64);
+    _tile_dpbf16ps(2, 6, 4);
+    _tile_dpbf16ps(2, 6, 5);
+    if (f16)
+        _tile_dpbf16ps(2, 7, 4);
+    if (!rows2)
+        return;
+    _tile_loadd(6, a[1][0], 64);
+    if (f16)
+        _tile_loadd(7, a[1][1], 64);
+    _tile_dpbf16ps(3, 6, 4); /* B holds group g + 1 */
+    _tile_dpbf16ps(3, 6, 5);
+    if (f16)
+        _tile_dpbf16ps(3, 7, 4);
+    _tile_loadd(4, b0, 64);
+    _tile_loadd(5, b0 + TILE, 64);
+    _tile_dpbf16ps(1, 6, 4);
+    _tile_dpbf16ps(1, 6, 5);
+    if (f16)
+        _tile_dpbf16ps(1, 7, 4);
+}
+
+/* The accumulators of one pass (32 rows from r, groups g and g + 1) into Y. */
+AMX INLINE void put_pass(float *Y, size_t ldy, size_t r, size_t nr, size_t g, size_t n, int two, int rows2)
+{
+    _Alignas(64) float c[VG][VG], c2[VG][VG];
+    size_t v = g * VG;
+    for (int half = 0; half < 1 + rows2; half++) {
+        size_t rr = r + (size_t)half * VG, nrr = half ? nr - VG : nr;
+        if (half) {
+            _tile_stored(1, c, 64);
+            _tile_stored(3, c2, 64);
+        } else {
+            _tile_stored(0, c, 64);
+            _tile_stored(2, c2, 64);
+        }
+        if (two) {
+            put(c, Y, ldy, rr, nrr, v, n);
+            put(c2, Y, ldy, rr, nrr, v + VG, n);
+        } else {
+            for (int i = 0; i < VG; i++)
+                for (int j = 0; j < VG; j++)
+                    c[i][j] += c2[i][j];
+            put(c, Y, ldy, rr, nrr, v, n);
+        }
+    }
+}
+
+typedef uint16_t split_t[2][2][VG][KB]; /* 32 rows x 32 columns, hi and lo: 4 KiB */
+
 AMX static void rows(moe_dtype t, const void *W, size_t cols, const void *XP, size_t n, float *Y, size_t ldy,
-                     size_t r0, size_t r1)
+                     size_t r0, size_t r1, void *scratch, size_t scratch_bytes)
 {
     _Alignas(64) tile_config cfg;
     memset(&cfg, 0, sizeof cfg);
@@ -211,97 +293,42 @@ AMX static void rows(moe_dtype t, const void *W, size_t cols, const void *XP, si
 
     const size_t rb = cols * 2, nkb = (cols + KB - 1) / KB, ng = (n + VG - 1) / VG;
     const int f16 = t == MOE_F16;
-    _Alignas(64) uint16_t buf[2][2][2][VG][KB]; /* two, taken in turn */
-    _Alignas(64) float cbuf[VG][VG];
+    /* Up to 32 vectors, one pass: each column block is split just before
+     * its tile products, into one of two buffers in L1 taken in turn.
+     * More vectors, more passes: a block's weights are split once, whole,
+     * into the caller's scratch (in L2), where it has room. */
+    _Alignas(64) split_t buf[2];
+    uintptr_t sp = ((uintptr_t)scratch + 63) & ~(uintptr_t)63;
+    size_t room = scratch ? (scratch_bytes - (sp - (uintptr_t)scratch)) / sizeof(split_t) : 0;
+    int once = ng > 2 && scratch_bytes > 64 && nkb <= room;
+    split_t *whole = once ? (split_t *)sp : NULL;
     const unsigned char *xp = XP;
 
     for (size_t r = r0; r < r1; r += 2 * VG) {
         size_t nr = r1 - r < 2 * VG ? r1 - r : 2 * VG;
         const unsigned char *w = (const unsigned char *)W + r * rb;
+        int rows2 = nr > VG;
         if (nr < 2 * VG) /* rows past the end multiply as zeros */
-            memset(buf, 0, sizeof buf);
+            memset(once ? (void *)whole : (void *)buf, 0, (once ? nkb : 2) * sizeof(split_t));
+        if (once)
+            for (size_t b = 0; b < nkb; b++)
+                split_block(t, w, rb, nr, b * KB, cols, 2 * VG * rb, whole[b]);
         for (size_t g = 0; g < ng; g += 2) {
-            int two = g + 1 < ng, rows2 = nr > VG;
+            int two = g + 1 < ng;
             _tile_zero(0);
             _tile_zero(1);
             _tile_zero(2);
             _tile_zero(3);
             for (size_t b = 0; b < nkb; b++) {
-                uint16_t(*a)[2][VG][KB] = buf[b & 1];
-                split_block(t, w, rb, nr, b * KB, cols, 2 * VG * rb, a);
                 const unsigned char *b0 = xp + (g * nkb + b) * GROUP_STEP;
-                const unsigned char *b1 = b0 + nkb * GROUP_STEP;
-                _tile_loadd(4, b0, 64);
-                _tile_loadd(5, b0 + TILE, 64);
-                _tile_loadd(6, a[0][0], 64);
-                if (f16)
-                    _tile_loadd(7, a[0][1], 64);
-                if (!two) { /* 0, 1: hi·hi; 2, 3: the rest, in chains half as long */
-                    _tile_dpbf16ps(0, 6, 4);
-                    _tile_dpbf16ps(2, 6, 5);
-                    if (f16)
-                        _tile_dpbf16ps(2, 7, 4);
-                    if (rows2) {
-                        _tile_loadd(6, a[1][0], 64);
-                        if (f16)
-                            _tile_loadd(7, a[1][1], 64);
-                        _tile_dpbf16ps(1, 6, 4);
-                        _tile_dpbf16ps(3, 6, 5);
-                        if (f16)
-                            _tile_dpbf16ps(3, 7, 4);
-                    }
+                if (once) {
+                    tile_step(whole[b], b0, b0 + nkb * GROUP_STEP, two, rows2, f16);
                     continue;
                 }
-                _tile_dpbf16ps(0, 6, 4);
-                _tile_dpbf16ps(0, 6, 5);
-                if (f16)
-                    _tile_dpbf16ps(0, 7, 4);
-                _tile_loadd(4, b1, 64);
-                _tile_loadd(5, b1 + TILE, 64);
-                _tile_dpbf16ps(2, 6, 4);
-                _tile_dpbf16ps(2, 6, 5);
-                if (f16)
-                    _tile_dpbf16ps(2, 7, 4);
-                if (!rows2)
-                    continue;
-                _tile_loadd(6, a[1][0], 64);
-                if (f16)
-                    _tile_loadd(7, a[1][1], 64);
-                _tile_dpbf16ps(3, 6, 4); /* B holds group g + 1 */
-                _tile_dpbf16ps(3, 6, 5);
-                if (f16)
-                    _tile_dpbf16ps(3, 7, 4);
-                _tile_loadd(4, b0, 64);
-                _tile_loadd(5, b0 + TILE, 64);
-                _tile_dpbf16ps(1, 6, 4);
-                _tile_dpbf16ps(1, 6, 5);
-                if (f16)
-                    _tile_dpbf16ps(1, 7, 4);
+                split_block(t, w, rb, nr, b * KB, cols, 2 * VG * rb, buf[b & 1]);
+                tile_step(buf[b & 1], b0, b0 + nkb * GROUP_STEP, two, rows2, f16);
             }
-            size_t v = g * VG;
-            _Alignas(64) float cbuf2[VG][VG];
-            for (int half = 0; half < 2; half++) {
-                if (half && !rows2)
-                    break;
-                size_t rr = r + (size_t)half * VG, nrr = half ? nr - VG : nr;
-                if (half)
-                    _tile_stored(1, cbuf, 64);
-                else
-                    _tile_stored(0, cbuf, 64);
-                if (half)
-                    _tile_stored(3, cbuf2, 64);
-                else
-                    _tile_stored(2, cbuf2, 64);
-                if (two) {
-                    put(cbuf, Y, ldy, rr, nrr, v, n);
-                    put(cbuf2, Y, ldy, rr, nrr, v + VG, n);
-                } else {
-                    for (int i = 0; i < VG; i++)
-                        for (int j = 0; j < VG; j++)
-                            cbuf[i][j] += cbuf2[i][j];
-                    put(cbuf, Y, ldy, rr, nrr, v, n);
-                }
-            }
+            put_pass(Y, ldy, r, nr, g, n, two, rows2);
         }
     }
     _tile_release();
@@ -313,9 +340,9 @@ void amx_act(const float *X, size_t n, size_t cols, void *out)
 }
 
 void amx_rows(moe_dtype t, const void *W, size_t cols, const void *XP, size_t n, float *Y, size_t ldy, size_t r0,
-              size_t r1)
+              size_t r1, void *scratch, size_t scratch_bytes)
 {
-    rows(t, W, cols, XP, n, Y, ldy, r0, r1);
+    rows(t, W, cols, XP, n, Y, ldy, r0, r1, scratch, scratch_bytes);
 }
 
 #else /* no AMX in this build */
@@ -331,9 +358,10 @@ void amx_act(const float *X, size_t n, size_t cols, void *out)
 }
 
 void amx_rows(moe_dtype t, const void *W, size_t cols, const void *XP, size_t n, float *Y, size_t ldy, size_t r0,
-              size_t r1)
+              size_t r1, void *scratch, size_t scratch_bytes)
 {
     (void)t, (void)W, (void)cols, (void)XP, (void)n, (void)Y, (void)ldy, (void)r0, (void)r1;
+    (void)scratch, (void)scratch_bytes;
 }
 
 #endif

@@ -31,8 +31,11 @@ size_t amx_act_bytes(size_t n, size_t cols);
 void amx_act(const float *X, size_t n, size_t cols, void *out);
 /* Y[v*ldy + r] = W[r,:] · X[v,:] for v < n and r in [r0, r1), with W of
  * type MOE_F16 or MOE_BF16 and X as amx_act packed it. Only where
- * amx_usable() says so. */
+ * amx_usable() says so. scratch (any alignment, or NULL) is the calling
+ * thread's: with more than 32 vectors each block of 32 rows is split into
+ * it once for all of them (4 KiB per 32 columns, else once per 32
+ * vectors). */
 void amx_rows(moe_dtype t, const void *W, size_t cols, const void *XP, size_t n, float *Y, size_t ldy, size_t r0,
-              size_t r1);
+              size_t r1, void *scratch, size_t scratch_bytes);
 
 #endif

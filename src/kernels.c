@@ -931,10 +931,10 @@ void kern_tile_act(const float *X, size_t n, size_t cols, void *out)
 }
 
 void kern_matvec_tiles(moe_dtype t, const void *W, size_t cols, const void *XT, size_t n, float *Y, size_t ldy,
-                       size_t r0, size_t r1)
+                       size_t r0, size_t r1, void *scratch, size_t scratch_bytes)
 {
     assert(kern_tiles(t));
-    amx_rows(t, W, cols, XT, n, Y, ldy, r0, r1);
+    amx_rows(t, W, cols, XT, n, Y, ldy, r0, r1, scratch, scratch_bytes);
 }
 
 size_t kern_row_bytes(moe_dtype t, size_t cols)

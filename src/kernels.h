@@ -40,9 +40,11 @@ int kern_tiles(moe_dtype t);
 /* Bytes of n vectors of cols packed for kern_matvec_tiles, and the packing. */
 size_t kern_tile_act_bytes(size_t n, size_t cols);
 void kern_tile_act(const float *X, size_t n, size_t cols, void *out);
-/* As kern_matvec_n, with X as kern_tile_act packed it; t as kern_tiles allows. */
+/* As kern_matvec_n, with X as kern_tile_act packed it; t as kern_tiles
+ * allows. scratch (or NULL) is the calling thread's: 128 KiB per 1024
+ * columns spare the weights' conversion per 32 vectors beyond the first. */
 void kern_matvec_tiles(moe_dtype t, const void *W, size_t cols, const void *XT, size_t n, float *Y, size_t ldy,
-                       size_t r0, size_t r1);
+                       size_t r0, size_t r1, void *scratch, size_t scratch_bytes);
 /* Bytes of one row of `cols` weights of type t (cols a multiple of the
  * type's block: 32 for Q8_0 and Q4_0, 256 for Q4_K, Q5_K and Q6_K). */
 size_t kern_row_bytes(moe_dtype t, size_t cols);

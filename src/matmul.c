@@ -6,7 +6,7 @@
  * X at a time. More rows of X go through OpenBLAS sgemm, one block of W's
  * rows per task: f32 weights are used in place, f16/bf16 weights are first
  * converted to f32 in the thread's own tile. Where the CPU has AMX
- * (kern_tiles), f16/bf16 weights against a dozen rows of X or more take
+ * (kern_tiles), f16/bf16 weights against 8 rows of X or more take
  * the tile products instead, in the same chunks as the matrix-vector
  * kernels. All parallelism is the pool's:
  * OpenBLAS is kept single-threaded, so that its threads and ours never
@@ -66,7 +66,7 @@ struct matmul_ctx {
     int n_threads;
     size_t max_cols;
     size_t tile_floats; /* per thread */
-    float *tiles;       /* (n_threads, tile_floats): weight rows converted to f32 */
+    float *tiles;       /* (n_threads, tile_floats): weight rows converted to f32, or split for the tiles */
     int act_q8;         /* 8-bit activations for the weight types that have integer kernels */
     unsigned char *xq;  /* one dispatch's activations, quantised or packed for the kernels */
     size_t xq_cap;
@@ -200,14 +200,16 @@ static size_t round_up(size_t x, size_t m)
     return (x + m - 1) / m * m;
 }
 
-/* Rows r0..r1 of W against X, or against XQ, X in the given form. */
-static void rows_of(moe_dtype t, const void *W, size_t cols, const float *X, act_form form, const void *XQ, size_t n,
-                    float *Y, size_t ldy, size_t r0, size_t r1)
+/* Rows r0..r1 of W against X, or against XQ, X in the given form, on
+ * the given thread (whose tile is the tile products' scratch). */
+static void rows_of(matmul_ctx *c, int thread, moe_dtype t, const void *W, size_t cols, const float *X,
+                    act_form form, const void *XQ, size_t n, float *Y, size_t ldy, size_t r0, size_t r1)
 {
     if (form == ACT_Q8)
         kern_matvec_q8(t, W, cols, XQ, n, Y, ldy, r0, r1);
     else if (form == ACT_TILES)
-        kern_matvec_tiles(t, W, cols, XQ, n, Y, ldy, r0, r1);
+        kern_matvec_tiles(t, W, cols, XQ, n, Y, ldy, r0, r1, c->tiles + (size_t)thread * c->tile_floats,
+                          c->tile_floats * sizeof *c->tiles);
     else
         kern_matvec_n(t, W, cols, X, n, Y, ldy, r0, r1);
 }
@@ -215,10 +217,9 @@ static void rows_of(moe_dtype t, const void *W, size_t cols, const float *X, act
 static void matvec_task(void *arg, int task, int thread)
 {
     const job *j = arg;
-    (void)thread;
     size_t r0 = (size_t)task * j->block;
     size_t r1 = r0 + j->block < j->rows ? r0 + j->block : j->rows;
-    rows_of(j->t, j->W, j->cols, j->X, j->form, j->XQ, j->n, j->Y, j->rows, r0, r1);
+    rows_of(j->c, thread, j->t, j->W, j->cols, j->X, j->form, j->XQ, j->n, j->Y, j->rows, r0, r1);
 }
 
 static void gemm_task(void *arg, int task, int thread)
@@ -281,6 +282,7 @@ void matmul(matmul_ctx *c, moe_dtype t, const void *W, size_t rows, size_t cols,
 enum { MANY_MAX = 32 }; /* products per dispatch */
 
 typedef struct {
+    matmul_ctx *c;
     const matmul_item *item[MANY_MAX];
     act_form form[MANY_MAX];
     const void *xq[MANY_MAX]; /* the item's X in that form, or NULL */
@@ -292,14 +294,13 @@ typedef struct {
 static void many_task(void *arg, int task, int thread)
 {
     const many_job *j = arg;
-    (void)thread;
     int i = 0;
     while (task >= j->first[i + 1])
         i++;
     const matmul_item *it = j->item[i];
     size_t r0 = (size_t)(task - j->first[i]) * j->block[i];
     size_t r1 = r0 + j->block[i] < it->rows ? r0 + j->block[i] : it->rows;
-    rows_of(it->t, it->W, it->cols, it->X, j->form[i], j->xq[i], it->n, it->Y, it->rows, r0, r1);
+    rows_of(j->c, thread, it->t, it->W, it->cols, it->X, j->form[i], j->xq[i], it->n, it->Y, it->rows, r0, r1);
 }
 
 /* Whether item it goes through the chunked kernels of one dispatch rather
@@ -312,6 +313,7 @@ static int many_small(const matmul_ctx *c, const matmul_item *it)
 void matmul_many(matmul_ctx *c, const matmul_item *items, int n_items)
 {
     many_job j;
+    j.c = c;
     j.n = 0;
     j.first[0] = 0;
     size_t nt = (size_t)c->n_threads, want = nt == 1 ? 1 : nt * CHUNKS_PER_THREAD;

@@ -583,10 +583,12 @@ static double tile_tol(size_t cols)
 }
 
 /* kern_matvec_tiles over rows [r0, r1) of rows, Y with ldy > rows and a
- * sentinel everywhere else, which must survive. */
+ * sentinel everywhere else, which must survive; with scratch_bytes of
+ * scratch (misaligned), or none. */
 static int check_tiles(moe_dtype t, const unsigned char *W, size_t rows, size_t cols, const float *X, size_t n,
-                       size_t r0, size_t r1, const char *what)
+                       size_t r0, size_t r1, size_t scratch_bytes, const char *what)
 {
+    unsigned char *scratch = scratch_bytes ? malloc(scratch_bytes + 1) : NULL;
     size_t ldy = rows + 3;
     unsigned char *XT = malloc(kern_tile_act_bytes(n, cols) + 4);
     unsigned char *xt = XT + 4; /* packed activations need no alignment */
@@ -594,7 +596,7 @@ static int check_tiles(moe_dtype t, const unsigned char *W, size_t rows, size_t 
     for (size_t i = 0; i < (n + 1) * ldy; i++)
         Y[i] = -7.0f;
     kern_tile_act(X, n, cols, xt);
-    kern_matvec_tiles(t, W, cols, xt, n, Y, ldy, r0, r1);
+    kern_matvec_tiles(t, W, cols, xt, n, Y, ldy, r0, r1, scratch ? scratch + 1 : NULL, scratch_bytes);
     int good = 1;
     for (size_t v = 0; v <= n; v++)
         for (size_t r = 0; r < ldy; r++)
@@ -607,6 +609,7 @@ static int check_tiles(moe_dtype t, const unsigned char *W, size_t rows, size_t 
                                         Y + r0, ldy);
     free(XT);
     free(Y);
+    free(scratch);
     return good;
 }
 
@@ -634,13 +637,19 @@ static void test_tiles(void)
                     float *X = random_floats(n * cols);
                     char what[80];
                     snprintf(what, sizeof what, "tiles %s %zu x %zu, n %zu", dtype_names[d], rows, cols, n);
-                    good = check_tiles(dtypes[d], W, rows, cols, X, n, 0, rows, what) &&
-                           (rows < 3 || check_tiles(dtypes[d], W, rows, cols, X, n, 1, rows - 1, what));
+                    /* more than 32 vectors: weights split once into scratch
+                     * (1 MiB), or per 32 vectors (none, or too little) */
+                    good = check_tiles(dtypes[d], W, rows, cols, X, n, 0, rows, 0, what) &&
+                           (rows < 3 || check_tiles(dtypes[d], W, rows, cols, X, n, 1, rows - 1, 0, what)) &&
+                           check_tiles(dtypes[d], W, rows, cols, X, n, 0, rows, 1 << 20, what) &&
+                           (rows < 3 || check_tiles(dtypes[d], W, rows, cols, X, n, 1, rows - 1, 4096, what));
                     free(base);
                     free(X);
                 }
-            ok(good, "amx: tiles %s, n %zu, 5 x 6 shapes from 1 x 1 to 100 x 1000 (also rows [1, rows-1)): within "
-               "(2^-15 + 2^-16 + (3 cols + 2) 2^-24) of Σ|w·x|", dtype_names[d], ns[ni]);
+            ok(good,
+               "amx: tiles %s, n %zu, 5 x 6 shapes from 1 x 1 to 100 x 1000 (also rows [1, rows-1); with and "
+               "without scratch): within (2^-15 + 2^-16 + (3 cols + 2) 2^-24) of Σ|w·x|",
+               dtype_names[d], ns[ni]);
         }
 
     /* The error at its largest, all of one sign: f16 weights whose last
@@ -656,7 +665,7 @@ static void test_tiles(void)
             memcpy(W + 2 * i, &ws[i % 4], 2);
         for (size_t i = 0; i < n * cols; i++)
             X[i] = ldexpf(1.0f + 0.99f * 0x1p-8f, (int)(i % 5) - 2);
-        ok(check_tiles(MOE_F16, W, rows, cols, X, n, 0, rows, "tiles, worst case"),
+        ok(check_tiles(MOE_F16, W, rows, cols, X, n, 0, rows, 0, "tiles, worst case"),
            "amx: f16 weights and activations at the largest splitting error, all of one sign: within the bound");
         free(W);
         free(X);
@@ -671,14 +680,14 @@ static void test_tiles(void)
             store(MOE_F16, W, i, 1e-6f * test_rng_unit(&rng_state));
         for (size_t i = 0; i < n * cols; i++)
             X[i] = 3e4f * test_rng_unit(&rng_state);
-        ok(check_tiles(MOE_F16, W, rows, cols, X, n, 0, rows, "tiles, subnormal weights"),
+        ok(check_tiles(MOE_F16, W, rows, cols, X, n, 0, rows, 0, "tiles, subnormal weights"),
            "amx: subnormal f16 weights (|w| < 1e-6) against activations up to 3e4: within the bound");
         /* a NaN in one vector spoils that vector's outputs only */
         X[5 * cols + 7] = NAN;
         float *Y = malloc(n * rows * sizeof *Y);
         unsigned char *XT = malloc(kern_tile_act_bytes(n, cols));
         kern_tile_act(X, n, cols, XT);
-        kern_matvec_tiles(MOE_F16, W, cols, XT, n, Y, rows, 0, rows);
+        kern_matvec_tiles(MOE_F16, W, cols, XT, n, Y, rows, 0, rows, NULL, 0);
         int nan_row = 1, others = 1;
         for (size_t v = 0; v < n; v++)
             for (size_t r = 0; r < rows; r++)
