@@ -49,10 +49,12 @@ enum {
     /* From this many rows of X on, f16/bf16 weights take the AMX tile
      * products where there are any, up to any n. They cost about the same
      * for any n up to 16 (splitting the weights into bfloat16 halves is
-     * most of the work), the AVX-512 kernels cost in proportion to n. One
-     * thread over 600 matrices of 512 x 1024 f16 (past the L3, as a
-     * prefill's experts are), GFLOP/s tiles against AVX-512: n = 4 37/50,
-     * 6 54/54, 8 72/64, 12 105/73, 16 133/78, 32 200/88. */
+     * most of the work), the AVX-512 kernels cost in proportion to n.
+     * kernels_bench tsweep (one thread, 600 matrices of 512 x 1024 f16,
+     * past the L3 as a prefill's experts are), GFLOP/s with tiles from
+     * n = 8 against without: n = 8 69.9/66.0, 12 98.6/78.5, 16 134/86,
+     * 32 171/94, 64 212/105, 128 286/116, 256 285/136 (sgemm); a kernel
+     * of tiles alone at n = 4 and 6 ran at 37 and 54 against 50 and 54. */
     TILE_MIN_N = 8,
     CHUNKS_PER_THREAD = 4, /* matrix-vector chunks per thread, for balance */
     ROW_ALIGN = 16,        /* chunks and tiles are whole multiples of this many rows */

@@ -15,10 +15,14 @@
  * qsweep  quantised types, one thread: the matrix-vector kernels against
  *         dequantising tiles then sgemm, over n (SMALL_N_Q in matmul.c); in
  *         thread CPU time, which a loaded machine disturbs less
+ * tsweep  f16 through matmul on one thread with the AMX tile products
+ *         ("amx") and without ("avx512": matrix-vector kernels, sgemm past
+ *         n = 128), over n, from memory: 600 matrices of 512 x 1024 as a
+ *         prefill's experts (TILE_MIN_N in matmul.c)
  *
  * Run it both ways: `OPENBLAS_CORETYPE=SKYLAKEX kernels_bench gemm`.
  * Build: gcc -std=c11 -D_GNU_SOURCE -O2 -pthread -Iinclude -Isrc
- *   $(pkg-config --cflags openblas) src/kernels.c src/quant.c src/quant_dot.c src/pool.c src/matmul.c
+ *   $(pkg-config --cflags openblas) src/kernels.c src/amx.c src/quant.c src/quant_dot.c src/pool.c src/matmul.c
  *   tests/bench/kernels_bench.c $(pkg-config --libs openblas) -lm */
 #include <cblas.h>
 #include <stdio.h>
@@ -455,6 +459,48 @@ static void bench_qstream(void)
     }
 }
 
+static void bench_tsweep(void)
+{
+    enum { PASSES = 3, M = 600 };
+    static const size_t ns[] = {4, 6, 8, 12, 16, 32, 64, 128, 256};
+    size_t rows = 512, cols = 1024, per = rows * cols;
+    if (kern_set_isa("amx") != 0) {
+        printf("tsweep: no AMX here\n");
+        return;
+    }
+    uint16_t *W = malloc(M * per * sizeof *W);
+    for (size_t i = 0; i < M * per; i++)
+        W[i] = kern_f32_to_f16((float)((i * 2654435761u) % 2001) / 1000.0f - 1.0f);
+    float *X = random_floats(256 * cols), *Y = malloc(256 * rows * sizeof(float));
+    pool *p = pool_new(1);
+    matmul_ctx *c = matmul_new(p, cols);
+    printf("tsweep f16 %zu x %zu, %d matrices, one thread, GFLOP/s:\n", rows, cols, M);
+    for (size_t k = 0; k < sizeof ns / sizeof ns[0]; k++) {
+        size_t n = ns[k];
+        double gf[2];
+        for (int amx = 1; amx >= 0; amx--) {
+            kern_set_isa(amx ? "amx" : "avx512");
+            double g[PASSES];
+            for (int pass = 0; pass < PASSES; pass++) {
+                double t0 = now();
+                for (size_t i = 0; i < M; i++)
+                    matmul(c, MOE_F16, W + i * per, rows, cols, X, n, Y);
+                g[pass] = 2.0 * (double)(M * per * n) / (now() - t0) / 1e9;
+            }
+            qsort(g, PASSES, sizeof g[0], cmp_double);
+            gf[amx] = g[PASSES / 2];
+        }
+        printf("  n %3zu  tiles %6.1f  avx512 %6.1f  (x%.2f)\n", n, gf[1], gf[0], gf[1] / gf[0]);
+        fflush(stdout);
+    }
+    kern_set_isa("amx");
+    matmul_free(c);
+    pool_free(p);
+    free(W);
+    free(X);
+    free(Y);
+}
+
 int main(int argc, char **argv)
 {
     const char *what = argc > 1 ? argv[1] : "all";
@@ -475,5 +521,7 @@ int main(int argc, char **argv)
         bench_qstream();
     if (all || strcmp(what, "qsweep") == 0)
         bench_qsweep();
+    if (all || strcmp(what, "tsweep") == 0)
+        bench_tsweep();
     return 0;
 }
