@@ -9,8 +9,10 @@
 # needs a tokenizer); ROUNDS rounds alternating the two programs, each
 # reporting the median of RUNS runs; then the median of the rounds and the
 # ratios moescope / llama.cpp.
-#   tests/bench/llamacpp.sh [f16|q8_0|q4_k_m|olmoe]...   (default: the first three)
-# (olmoe: the OLMoE-shaped f16 model, its vocabulary padded to 50304 ids)
+#   tests/bench/llamacpp.sh [f16|q8_0|q4_k_m|olmoe|tiny]...   (default: the first three)
+# (olmoe: the OLMoE-shaped f16 model, its vocabulary padded to 50304 ids;
+# tiny: the bundled tiny-mixtral, F32, with its own byte-level BPE
+# tokenizer, as tools/gen_gguf.py --vocab writes it)
 # Environment: ROUNDS (3), RUNS (5), THREADS (2). For a llama.cpp build of
 # your own, tests/bench/run.sh --llama-bench PATH runs llama-bench instead.
 set -eu
@@ -27,10 +29,14 @@ gdir=tests/bench/models/gguf
 mkdir -p "$gdir"
 # the GGUF file of a type: the Mixtral-shaped model as f16, q8_0 or
 # q4_k_m, or the OLMoE-shaped one (olmoe, f16; vocabulary padded to 50304)
-base() { case $1 in olmoe) echo olmoe-bench-f16 ;; *) echo "mixtral-bench-$1" ;; esac; }
+base() { case $1 in olmoe) echo olmoe-bench-f16 ;; tiny) echo tiny-mixtral ;; *) echo "mixtral-bench-$1" ;; esac; }
 for t in $types; do
     b=$(base "$t")
     [ -f "$gdir/$b-vocab.gguf" ] && continue
+    if [ "$t" = tiny ]; then
+        "$py" tools/gen_gguf.py --vocab assets/tiny-mixtral "$gdir/$b-vocab.gguf" --pre gpt-2 >&2
+        continue
+    fi
     src=mixtral-bench-f16 pad= flag=--bench
     [ "$t" = olmoe ] && src=olmoe-bench-f16 pad=50304 flag=--bench-olmoe
     [ -f "tests/bench/models/$src/config.json" ] ||
@@ -58,7 +64,9 @@ for r in $(seq "$rounds"); do
             build/moescope bench "$f" $args -t "$threads" -r "$runs" 2>/dev/null |
                 awk -F'|' -v t="$t" '$7 ~ /(pp|tg)[0-9]+/ {gsub(/ /, "", $7); split($8, v, " "); print t, $7, v[1]}'
         done >>"$tmp/moescope"
-        (cd tests/bench/llamacpp && node bench.mjs "../../../$f" "$runs" "$threads" 128,512 64) |
+        vocab=30100
+        [ "$t" = tiny ] && vocab=512
+        (cd tests/bench/llamacpp && node bench.mjs "../../../$f" "$runs" "$threads" 128,512 64 "$vocab") |
             tr -d '{}"' | tr ',' '\n' | awk -F: -v t="$t" '$1 ~ /^(pp|tg)[0-9]+$/ {print t, $1, $2}' >>"$tmp/llama"
         echo "round $r $t done (load $(cut -d' ' -f1 /proc/loadavg))" >&2
     done

@@ -2,12 +2,13 @@
 // (ggml picks its CPU backend at run time): ppN and tgN as llama-bench
 // measures them (a warm-up, then each run from an empty context; pp: N
 // random token ids evaluated as one prompt; tg: N tokens generated one at a
-// time, greedy, after a one-token prompt), the median of the runs.
-//   node bench.mjs MODEL.gguf [RUNS] [THREADS] [PP,...] [TG]
+// time, greedy, after a one-token prompt), the median of the runs. Token
+// ids are drawn from 100 up to VOCAB (30100).
+//   node bench.mjs MODEL.gguf [RUNS] [THREADS] [PP,...] [TG] [VOCAB]
 // Prints one JSON line.
 import {getLlama} from "node-llama-cpp";
 
-const [modelPath, runsArg, threadsArg, ppArg, tgArg] = process.argv.slice(2);
+const [modelPath, runsArg, threadsArg, ppArg, tgArg, vocabArg] = process.argv.slice(2);
 const runs = Number(runsArg || 5), threads = Number(threadsArg || 2);
 const pps = (ppArg || "128").split(",").map(Number).filter(n => n > 0), tgn = Number(tgArg || 64);
 const llama = await getLlama({gpu: false, build: "never", logLevel: "error"});
@@ -15,7 +16,8 @@ const model = await llama.loadModel({modelPath, gpuLayers: 0});
 const ctx = await model.createContext({contextSize: Math.max(1024, ...pps) + 64, batchSize: 512, threads, sequences: 1});
 const seq = ctx.getSequence();
 let seed = 1;
-const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) % 30000 + 100;
+const top = Number(vocabArg || 30100);
+const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) % (top - 100) + 100;
 const median = a => {
     const s = [...a].sort((x, y) => x - y);
     return s.length % 2 ? s[(s.length - 1) / 2] : (s[s.length / 2 - 1] + s[s.length / 2]) / 2;
