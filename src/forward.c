@@ -12,6 +12,7 @@
 #include "controls.h"
 #include "error.h"
 #include "kernels.h"
+#include "quant.h"
 #include "session_impl.h"
 
 /* ---- building blocks ------------------------------------------------------- */
@@ -95,22 +96,25 @@ static void shape_qk(moe_session *s, float *v, const float *norm, int n_heads, i
 unsigned char *session_kv_at(const moe_session *s, unsigned char *cache, int slot, int head, int pos)
 {
     const moe_config *c = &s->m->cfg;
-    return cache + (((size_t)slot * c->n_kv_heads + head) * s->n_ctx + pos) * c->head_dim * s->kv_es;
+    return cache + (((size_t)slot * c->n_kv_heads + head) * s->n_ctx + pos) * s->kv_row;
 }
 
 /* nb rows of head_dim values (rows ld floats apart) into consecutive
- * cache positions from dst, rounded to f16 for an f16 cache. */
+ * cache positions from dst, rounded to f16 or quantised to Q8_0 for such
+ * a cache. */
 static void kv_store(const moe_session *s, unsigned char *dst, const float *src, size_t ld, int nb)
 {
     size_t hd = (size_t)s->m->cfg.head_dim;
-    for (int t = 0; t < nb; t++, src += ld, dst += hd * s->kv_es) {
+    for (int t = 0; t < nb; t++, src += ld, dst += s->kv_row) {
         if (s->kv_type == MOE_F32) {
             memcpy(dst, src, hd * sizeof *src);
-            continue;
-        }
-        for (size_t d = 0; d < hd; d++) {
-            uint16_t h = kern_f32_to_f16(src[d]);
-            memcpy(dst + 2 * d, &h, 2);
+        } else if (s->kv_type == MOE_Q8_0) {
+            quant_q8_0_from_f32(src, hd, dst);
+        } else {
+            for (size_t d = 0; d < hd; d++) {
+                uint16_t h = kern_f32_to_f16(src[d]);
+                memcpy(dst + 2 * d, &h, 2);
+            }
         }
     }
 }

@@ -963,11 +963,41 @@ void kern_axpy(float a, const float *x, float *y, size_t n)
     impl()->axpy(a, x, y, n);
 }
 
+/* kern_wsum over Q8_0 rows (a q8_0 KV cache): a tile of rows is
+ * dequantised at a time for the f32 kernel, whose sums per tile are added
+ * up in O. */
+static void wsum_quant(const kern_impl *k, moe_dtype t, const void *V, size_t cols, const float *A, size_t lda,
+                       size_t n, size_t np, float *O, size_t ldo)
+{
+    enum { TILE = 8192, MAX_COLS = 1024 }; /* floats: 32 KiB of rows; head dimensions up to 1024 */
+    assert(cols > 0 && cols <= MAX_COLS);
+    float tile[TILE], part[4 * MAX_COLS];
+    size_t rb = kern_row_bytes(t, cols), per = TILE / cols;
+    for (size_t v = 0; v < n; v++)
+        memset(O + v * ldo, 0, cols * sizeof *O);
+    for (size_t p0 = 0; p0 < np; p0 += per) {
+        size_t m = np - p0 < per ? np - p0 : per;
+        quant_to_f32(quant_isa(k), t, (const unsigned char *)V + p0 * rb, tile, m * cols);
+        for (size_t v = 0; v < n; v += 4) {
+            size_t nv = n - v < 4 ? n - v : 4;
+            k->wsum(MOE_F32, tile, cols, cols, A + v * lda + p0, lda, nv, m, part, cols);
+            for (size_t i = 0; i < nv; i++)
+                for (size_t d = 0; d < cols; d++)
+                    O[(v + i) * ldo + d] += part[i * cols + d];
+        }
+    }
+}
+
 void kern_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, const float *A, size_t lda, size_t n,
                size_t np, float *O, size_t ldo)
 {
-    assert(t == MOE_F32 || t == MOE_F16 || t == MOE_BF16);
     const kern_impl *k = impl();
+    if (t == MOE_Q8_0) {
+        assert(ldv == cols);
+        wsum_quant(k, t, V, cols, A, lda, n, np, O, ldo);
+        return;
+    }
+    assert(t == MOE_F32 || t == MOE_F16 || t == MOE_BF16);
     for (size_t v = 0; v < n; v += 4) {
         size_t nv = n - v < 4 ? n - v : 4;
         k->wsum(t, V, ldv, cols, A + v * lda, lda, nv, np, O + v * ldo, ldo);

@@ -53,7 +53,8 @@ size_t kern_row_bytes(moe_dtype t, size_t cols);
 void kern_to_f32(moe_dtype t, const void *src, float *dst, size_t n);
 /* O[v*ldo + d] = sum over p < np of A[v*lda + p] * V[p*ldv + d], for v < n
  * and d < cols: n weighted sums of the same np rows of V (type F32, F16 or
- * BF16, rows ldv elements apart), as attention sums its values. O is
+ * BF16, rows ldv elements apart; or Q8_0, rows side by side, ldv = cols
+ * <= 1024, a multiple of 32), as attention sums its values. O is
  * overwritten; each row of V is read once per four weight vectors. */
 void kern_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, const float *A, size_t lda, size_t n,
                size_t np, float *O, size_t ldo);

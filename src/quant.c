@@ -21,6 +21,8 @@
 #include "quant.h"
 
 #include <assert.h>
+#include <float.h>
+#include <math.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -563,6 +565,26 @@ AVX512 static void z_rows(moe_dtype t, const void *W, size_t cols, const float *
 #endif /* QUANT_X86 */
 
 /* ---- dispatch ------------------------------------------------------------ */
+
+void quant_q8_0_from_f32(const float *x, size_t n, void *out)
+{
+    unsigned char *o = out;
+    for (size_t b = 0; b < n / 32; b++, x += 32, o += 34) {
+        float amax = 0;
+        int finite = 1;
+        for (int j = 0; j < 32; j++) {
+            finite &= fabsf(x[j]) <= FLT_MAX;
+            amax = fmaxf(amax, fabsf(x[j]));
+        }
+        /* a NaN or infinity makes the whole block NaN (d = NaN), as it
+         * would make the attention's result */
+        float d = finite ? amax / 127 : NAN, id = finite && d != 0 ? 1.0f / d : 0.0f;
+        uint16_t h = kern_f32_to_f16(d);
+        memcpy(o, &h, 2);
+        for (int j = 0; j < 32; j++)
+            o[2 + j] = (unsigned char)(int8_t)(finite ? roundf(x[j] * id) : 0);
+    }
+}
 
 void quant_to_f32(int isa, moe_dtype t, const void *src, float *dst, size_t n)
 {

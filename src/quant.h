@@ -20,6 +20,11 @@ int quant_is_quantised(moe_dtype t);
 size_t quant_block(moe_dtype t);
 size_t quant_block_bytes(moe_dtype t);
 
+/* x[0..n) (n a multiple of 32) as n/32 Q8_0 blocks at out, as ggml's
+ * quantize_row_q8_0_ref writes them: d = max|x|/127 stored as f16,
+ * q = round(x/d) (0 for a zero block). For the KV cache's q8_0 type. */
+void quant_q8_0_from_f32(const float *x, size_t n, void *out);
+
 /* dst[i] for i < n (a multiple of the block) from n/block blocks at src. The
  * values are exactly those of ggml's dequantize_row_* (each product and
  * difference rounded to f32 as ggml's C code rounds it), in every

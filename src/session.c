@@ -82,7 +82,7 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->n_ctx = n_ctx;
     s->n_batch = n_batch;
     s->kv_type = MOE_F32;
-    s->kv_es = 4;
+    s->kv_row = (size_t)c->head_dim * sizeof(float);
     size_t nb = (size_t)n_batch, dim = (size_t)c->dim;
     size_t ff = (size_t)c->ff; /* the widest MLP: dense, routed or shared */
     if ((size_t)c->moe_ff > ff)
@@ -117,7 +117,7 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->probe_ok = alloc3(slots, 1, 1, 1, &failed);
     s->probe_out = alloc3((size_t)c->n_layers, dim, 1, sizeof(float), &failed);
     s->probe_logits = alloc3((size_t)c->vocab, 1, 1, sizeof(float), &failed);
-    s->probe_kv = alloc3(slots, 2, kv_dim, s->kv_es, &failed);
+    s->probe_kv = alloc3(slots, 2 * (size_t)c->n_kv_heads, s->kv_row, 1, &failed);
     s->routes = alloc3(nml, 1, 1, sizeof(moe_route), &failed);
     s->group_n = alloc3(ne, 1, 1, sizeof(int), &failed);
     s->group_tok = alloc3(ne, nb, 1, sizeof(int), &failed);
@@ -130,8 +130,8 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->hm3 = alloc3(FEW_ROWS, ff, 1, sizeof(float), &failed);
     s->items = alloc3(2, ne, 1, sizeof(matmul_item), &failed);
     s->logits = alloc3((size_t)c->vocab, 1, 1, sizeof(float), &failed);
-    s->kcache = alloc3(slots, (size_t)n_ctx, kv_dim, s->kv_es, &failed);
-    s->vcache = alloc3(slots, (size_t)n_ctx, kv_dim, s->kv_es, &failed);
+    s->kcache = alloc3(slots, (size_t)n_ctx, (size_t)c->n_kv_heads * s->kv_row, 1, &failed);
+    s->vcache = alloc3(slots, (size_t)n_ctx, (size_t)c->n_kv_heads * s->kv_row, 1, &failed);
     s->knew = alloc3(nb, kv_dim, 1, sizeof(float), &failed);
     s->vnew = alloc3(nb, kv_dim, 1, sizeof(float), &failed);
     s->acc = alloc3(nb, dim, 1, sizeof(float), &failed);
@@ -143,7 +143,7 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
         return moe_fail(err, MOE_ENOMEM,
                         "out of memory for a session of %d tokens of context (KV cache %.1f MiB); "
                         "try a shorter context",
-                        n_ctx, 2.0 * c->n_layers * m->kv_slots * n_ctx * kv_dim * s->kv_es / (1 << 20));
+                        n_ctx, 2.0 * c->n_layers * m->kv_slots * n_ctx * c->n_kv_heads * s->kv_row / (1 << 20));
     }
     size_t max_cols = dim > ff ? dim : ff;
     if (q_dim > max_cols)
@@ -239,21 +239,26 @@ static const char *type_label(moe_dtype t)
 
 moe_status moe_session_set_kv_type(moe_session *s, moe_dtype t, moe_error *err)
 {
-    if (t != MOE_F32 && t != MOE_F16)
-        return moe_fail(err, MOE_EINVAL, "KV cache type %s is not supported (f32 or f16)",
+    const moe_config *c = &s->m->cfg;
+    if (t != MOE_F32 && t != MOE_F16 && t != MOE_Q8_0)
+        return moe_fail(err, MOE_EINVAL, "KV cache type %s is not supported (f32, f16 or q8_0)",
                         type_label(t));
+    if (t == MOE_Q8_0 && c->head_dim % 32)
+        return moe_fail(err, MOE_EINVAL,
+                        "a q8_0 KV cache needs a head dimension that is a multiple of 32 (its blocks); "
+                        "this model's is %d",
+                        c->head_dim);
     if (s->pos)
         return moe_fail(err, MOE_EINVAL, "the KV cache type can change only before the first token (%d held)",
                         s->pos);
     if (t == s->kv_type)
         return MOE_OK;
-    const moe_config *c = &s->m->cfg;
-    size_t slots = (size_t)c->n_layers * s->m->kv_slots, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
-    size_t es = t == MOE_F16 ? 2 : 4;
+    size_t slots = (size_t)c->n_layers * s->m->kv_slots, nkv = (size_t)c->n_kv_heads;
+    size_t row = kern_row_bytes(t, (size_t)c->head_dim);
     int failed = 0;
-    unsigned char *k = alloc3(slots, (size_t)s->n_ctx, kv_dim, es, &failed);
-    unsigned char *v = alloc3(slots, (size_t)s->n_ctx, kv_dim, es, &failed);
-    void *probe = alloc3(slots, 2, kv_dim, es, &failed);
+    unsigned char *k = alloc3(slots, (size_t)s->n_ctx, nkv * row, 1, &failed);
+    unsigned char *v = alloc3(slots, (size_t)s->n_ctx, nkv * row, 1, &failed);
+    void *probe = alloc3(slots, 2 * nkv, row, 1, &failed);
     if (failed) {
         free(k), free(v), free(probe);
         return moe_fail(err, MOE_ENOMEM, "out of memory for a %s KV cache of %d tokens", moe_dtype_name(t),
@@ -262,7 +267,7 @@ moe_status moe_session_set_kv_type(moe_session *s, moe_dtype t, moe_error *err)
     free(s->kcache), free(s->vcache), free(s->probe_kv);
     s->kcache = k, s->vcache = v, s->probe_kv = probe;
     s->kv_type = t;
-    s->kv_es = es;
+    s->kv_row = row;
     return MOE_OK;
 }
 
@@ -293,7 +298,7 @@ uint64_t moe_session_weight_bytes(const moe_session *s)
 size_t moe_session_kv_bytes(const moe_session *s)
 {
     const moe_config *c = &s->m->cfg;
-    return 2 * (size_t)c->n_layers * s->m->kv_slots * s->n_ctx * c->n_kv_heads * c->head_dim * s->kv_es;
+    return 2 * (size_t)c->n_layers * s->m->kv_slots * s->n_ctx * c->n_kv_heads * s->kv_row;
 }
 
 int moe_session_n_threads(const moe_session *s)
@@ -350,7 +355,7 @@ static void probe_state(moe_session *s, int pos, int save)
 {
     const moe_model *m = s->m;
     const moe_config *c = &m->cfg;
-    size_t dim = (size_t)c->dim, kv_dim = (size_t)c->n_kv_heads * c->head_dim;
+    size_t dim = (size_t)c->dim;
     size_t slots = (size_t)c->n_layers * m->kv_slots;
     struct { void *live, *keep; size_t bytes; } part[] = {
         {s->last_in, s->probe_in, slots * dim * sizeof *s->last_in},
@@ -360,13 +365,12 @@ static void probe_state(moe_session *s, int pos, int save)
     };
     for (size_t i = 0; i < sizeof part / sizeof *part; i++)
         memcpy(save ? part[i].keep : part[i].live, save ? part[i].live : part[i].keep, part[i].bytes);
-    size_t row = (size_t)c->head_dim * s->kv_es; /* one head's */
+    size_t row = s->kv_row, nkv = (size_t)c->n_kv_heads; /* one head's */
     for (size_t slot = 0; slot < slots; slot++)
         for (int h = 0; h < c->n_kv_heads; h++) {
             unsigned char *k = session_kv_at(s, s->kcache, (int)slot, h, pos), *v = session_kv_at(s, s->vcache, (int)slot, h, pos);
-            unsigned char *kk =
-                (unsigned char *)s->probe_kv + (2 * slot * kv_dim + (size_t)h * c->head_dim) * s->kv_es;
-            unsigned char *vk = kk + kv_dim * s->kv_es;
+            unsigned char *kk = (unsigned char *)s->probe_kv + (2 * slot * nkv + (size_t)h) * row;
+            unsigned char *vk = kk + nkv * row;
             memcpy(save ? kk : k, save ? k : kk, row);
             memcpy(save ? vk : v, save ? v : vk, row);
         }

@@ -69,8 +69,8 @@ struct moe_session {
     /* (n_layers * kv_slots, n_kv_heads, n_ctx, head_dim) of kv_type: a slot per
      * block, and each head's positions side by side for the attention kernels */
     unsigned char *kcache, *vcache;
-    moe_dtype kv_type;         /* MOE_F32 or MOE_F16 */
-    size_t kv_es;              /* bytes per cache element */
+    moe_dtype kv_type;         /* MOE_F32, MOE_F16 or MOE_Q8_0 */
+    size_t kv_row;             /* bytes of one head's head_dim values in kv_type */
     float *knew, *vnew;        /* (nb, kv_dim) the chunk's keys and values before they are stored */
     uint64_t bytes_read;       /* weight bytes multiplied since the session began */
     float *acc;                /* (nb, dim) a MiCRo layer's weighted sum of blocks */

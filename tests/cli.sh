@@ -249,8 +249,20 @@ tap_ok "$(grep -q '| *tg8 @ d24 *|' "$tmp/bench3" && grep -q '| *tg8 @ d24 +trac
     grep -q 'KV cache F16' "$tmp/bench3" && grep -q '^tg8 @ d24: with the routing trace recorded into a transcript, [0-9.]*% of the speed' "$tmp/bench3" &&
     grep -q 'MB of weights read per token' "$tmp/bench3" && grep -q '^resident during tg8 @ d24: .*: within' "$tmp/bench3" &&
     echo 0 || echo 1)" "bench -d 24 --kv-type f16 --trace: rows at depth with and without the trace, bytes per token, memory"
+# a q8_0 cache: on a model whose head dimension (32) makes whole blocks,
+# and refused with the reason on one whose (16) does not
+"$ms" bench "$fix/models/qwen3moe-tiny" -p 0 -n 8 -d 24 -r 2 -t 2 --kv-type q8_0 >"$tmp/bench5" 2>&1
+tap_ok "$(grep -q '| *tg8 @ d24 *|' "$tmp/bench5" && grep -q 'KV cache Q8_0' "$tmp/bench5" &&
+    grep -q '^resident during tg8 @ d24: .*: within' "$tmp/bench5" && echo 0 || echo 1)" \
+    "bench -d 24 --kv-type q8_0 on qwen3moe-tiny: the row at depth, the cache type, memory within"
+"$ms" run "$fix/models/qwen3moe-tiny" --prompt-ids 1,2,3 -n 8 --temp 0 --ignore-eos --print-ids --kv-type q8_0 \
+    >"$tmp/kvq8" 2>&1 && st=0 || st=$?
+tap_ok "$([ "$st" = 0 ] && [ "$(tr -cd ' ' <"$tmp/kvq8" | wc -c)" = 7 ] && echo 0 || echo 1)" "run --kv-type q8_0 generates 8 tokens"
+"$ms" run "$fix/models/mixtral-tiny" --prompt-ids 1,2,3 -n 4 --kv-type q8_0 >"$tmp/kvq8b" 2>&1 && st=0 || st=$?
+tap_ok "$([ "$st" != 0 ] && grep -q 'q8_0 KV cache needs a head dimension that is a multiple of 32.*is 16' "$tmp/kvq8b" &&
+    echo 0 || echo 1)" "run --kv-type q8_0 refused where the head dimension is 16, with the reason"
 "$ms" bench "$fix/models/mixtral-tiny" --kv-type q4 >"$tmp/bench4" 2>&1 && st=0 || st=$?
-tap_ok "$([ "$st" = 2 ] && grep -q 'kv-type takes f32 or f16' "$tmp/bench4" && echo 0 || echo 1)" "bench refuses an unknown KV cache type"
+tap_ok "$([ "$st" = 2 ] && grep -q 'kv-type takes f32, f16 or q8_0' "$tmp/bench4" && echo 0 || echo 1)" "bench refuses an unknown KV cache type"
 # 8-bit activations for K-quant weights (--act-type): f32 gives the dequantised twin's greedy ids
 q4="$fix/gguf/mixtral-k-tiny-q4_k_m"
 "$ms" run "$q4.gguf" --prompt-ids 1,2,3 -n 8 --temp 0 --ignore-eos --print-ids --act-type f32 >"$tmp/act_f32" 2>&1

@@ -22,6 +22,7 @@
 #include "kernels.h"
 #include "matmul.h"
 #include "pool.h"
+#include "quant.h"
 #include "tap.h"
 #include "testutil.h"
 
@@ -491,6 +492,50 @@ static void test_wsum(const char *isa)
                     free(O);
                 }
     ok(good, "%s wsum: f32, f16 and bf16 rows, 1-6 sums, widths 1..128, 0-33 rows", isa);
+
+    /* Q8_0 rows, as a q8_0 KV cache holds its values: rows side by side,
+     * tiles of 8192 dequantised values at a time (np up to 300 rows of 128
+     * spans five), against the rows' own dequantised values */
+    static const size_t qwidths[] = {32, 64, 128}, qcounts[] = {0, 1, 33, 300};
+    good = 1;
+    for (size_t wi = 0; wi < 3; wi++)
+        for (size_t ci = 0; ci < 4; ci++)
+            for (size_t n = 1; n <= 9; n += 4) {
+                size_t cols = qwidths[wi], np = qcounts[ci], rb = cols / 32 * 34, lda = np + 2, ldo = cols + 1;
+                unsigned char *V = malloc(np * rb + 1);
+                float *row = random_floats(cols);
+                for (size_t p = 0; p < np; p++) {
+                    for (size_t c = 0; c < cols; c++)
+                        row[c] = test_rng_unit(&rng_state);
+                    quant_q8_0_from_f32(row, cols, V + p * rb);
+                }
+                float *A = random_floats(n * lda), *O = malloc(n * ldo * sizeof *O);
+                for (size_t i = 0; i < n * ldo; i++)
+                    O[i] = 99.0f;
+                kern_wsum(MOE_Q8_0, V, cols, cols, A, lda, n, np, O, ldo);
+                for (size_t v = 0; v < n; v++) {
+                    for (size_t c = 0; c < cols; c++) {
+                        double ref = 0, mag = 0;
+                        for (size_t p = 0; p < np; p++) {
+                            const unsigned char *blk = V + p * rb + c / 32 * 34;
+                            uint16_t dh;
+                            memcpy(&dh, blk, 2);
+                            double term = A[v * lda + p] * ref_f16(dh) * (int8_t)blk[2 + c % 32];
+                            ref += term;
+                            mag += fabs(term);
+                        }
+                        if (!(fabs(O[v * ldo + c] - ref) <= TOL * mag))
+                            good = 0;
+                    }
+                    if (O[v * ldo + cols] != 99.0f)
+                        good = 0;
+                }
+                free(V);
+                free(row);
+                free(A);
+                free(O);
+            }
+    ok(good, "%s wsum: Q8_0 rows, 1-9 sums, widths 32..128, 0-300 rows", isa);
 }
 
 /* kern_softmax against softmax in double: sizes across the 16 lanes,

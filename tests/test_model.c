@@ -29,6 +29,12 @@
  * its clamped, normed keys; see the output); 2e-2 leaves room for that
  * and is still 50 times tighter than the logits themselves. */
 #define KV16_TOL 2e-2
+/* A q8_0 KV cache rounds every key and value to within d/2, d = max|x|/127
+ * of its block of 32: up to 2^-8 of the block's largest, 8 times f16's
+ * rounding, so 8 times KV16_TOL. Fixtures with head dimensions that are
+ * multiples of 32 (the Qwen3-MoE ones) take it; see the output for the
+ * largest difference seen. */
+#define KVQ8_TOL 1.6e-1
 
 
 /* ---- trace checks ---- */
@@ -92,7 +98,7 @@ static void run_case(moe_model *m, const char *name, const golden_case *gc, int 
         moe_session_free(s);
         return;
     }
-    double tol = kv == MOE_F32 ? LOGIT_TOL : KV16_TOL;
+    double tol = kv == MOE_F32 ? LOGIT_TOL : kv == MOE_F16 ? KV16_TOL : KVQ8_TOL;
     if (gc->k)
         moe_session_set_k(s, -1, gc->k, &err);
     trace_check tc = {0};
@@ -104,7 +110,7 @@ static void run_case(moe_model *m, const char *name, const golden_case *gc, int 
 
     char label[160];
     snprintf(label, sizeof label, "%s prompt %d k=%d threads=%d batch=%d%s", name, gc->n_prompt, gc->k,
-             threads, batch, kv == MOE_F32 ? "" : " kv=f16");
+             threads, batch, kv == MOE_F32 ? "" : kv == MOE_F16 ? " kv=f16" : " kv=q8_0");
     moe_status st = moe_session_eval(s, gc->prompt, gc->n_prompt, &err);
     ok(st == MOE_OK, "%s: eval (%s)", label, st ? err.msg : "ok");
     if (st) {
@@ -177,8 +183,14 @@ static void test_model(const char *name)
         /* long prompts again: one thread, several small batches */
         if (g.cases[i].n_prompt > 8)
             run_case(m, name, &g.cases[i], 1, 3, MOE_F32);
-        /* an f16 KV cache, against the same reference */
+        /* an f16 KV cache, against the same reference; and q8_0 where
+         * the head dimension makes whole blocks */
         run_case(m, name, &g.cases[i], 2, 0, MOE_F16);
+        if (moe_model_info_get(m)->head_dim % 32 == 0) {
+            run_case(m, name, &g.cases[i], 2, 0, MOE_Q8_0);
+            if (g.cases[i].n_prompt > 8)
+                run_case(m, name, &g.cases[i], 1, 3, MOE_Q8_0);
+        }
     }
     /* the decode path alone: the longest prompt fed one token at a time */
     const golden_case *gc = &g.cases[g.n_cases - 1];
@@ -268,7 +280,7 @@ static void test_info(void)
        "one more token is refused: %s", err.msg);
     moe_session_reset(s);
     ok(moe_session_pos(s) == 0 && moe_session_eval(s, ids, 1, &err) == MOE_OK, "reset starts over");
-    /* the KV cache type: chosen before the first token, f32 or f16 */
+    /* the KV cache type: chosen before the first token, f32, f16 or q8_0 */
     size_t kv32 = moe_session_kv_bytes(s);
     ok(kv32 == (size_t)in->kv_bytes_per_token * 64, "f32 KV cache of 64 positions: %zu bytes", kv32);
     ok(moe_session_set_kv_type(s, MOE_F16, &err) == MOE_EINVAL && moe_session_kv_type(s) == MOE_F32,
@@ -276,6 +288,9 @@ static void test_info(void)
     moe_session_reset(s);
     ok(moe_session_set_kv_type(s, MOE_BF16, &err) == MOE_EINVAL && strstr(err.msg, "BF16"),
        "bf16 KV cache refused: %s", err.msg);
+    ok(in->head_dim % 32 != 0 && moe_session_set_kv_type(s, MOE_Q8_0, &err) == MOE_EINVAL &&
+           strstr(err.msg, "multiple of 32") && moe_session_kv_type(s) == MOE_F32,
+       "q8_0 KV cache refused for head dimension %d: %s", in->head_dim, err.msg);
     ok(moe_session_set_kv_type(s, MOE_F16, &err) == MOE_OK && moe_session_kv_type(s) == MOE_F16 &&
            moe_session_kv_bytes(s) * 2 == kv32,
        "f16 KV cache takes half the bytes");

@@ -397,6 +397,54 @@ static void test_matmul(void)
     pool_free(p);
 }
 
+/* The Q8_0 quantiser of the KV cache (ggml's quantize_row_q8_0_ref):
+ * against its definition, computed here in double. */
+static void test_q8_0_quantiser(void)
+{
+    enum { N = 32 * 64 };
+    float *x = malloc(N * sizeof *x);
+    unsigned char *q = malloc(N / 32 * 34);
+    for (size_t i = 0; i < N; i++) /* blocks of very different ranges */
+        x[i] = test_rng_unit(&rng_state) * ldexpf(1.0f, (int)(i / 32 % 24) - 12);
+    for (size_t i = 64; i < 96; i++) /* an all-zero block */
+        x[i] = 0;
+    quant_q8_0_from_f32(x, N, q);
+    int good = 1, reach = 0;
+    double worst = 0;
+    for (size_t b = 0; b < N / 32; b++) {
+        double amax = 0;
+        for (int j = 0; j < 32; j++)
+            amax = fmax(amax, fabs(x[b * 32 + j]));
+        uint16_t dh;
+        memcpy(&dh, q + b * 34, 2);
+        double d = kern_f16_to_f32(dh), dref = (float)(amax / 127);
+        good &= d == kern_f16_to_f32(kern_f32_to_f16((float)dref)); /* d is amax/127 rounded to f16 */
+        for (int j = 0; j < 32; j++) {
+            int8_t v = (int8_t)q[b * 34 + 2 + j];
+            reach |= v == 127 || v == -127;
+            good &= v != -128;
+            double err = fabs(v * d - x[b * 32 + j]);
+            /* half a step of amax/127, and the f16 rounding of that step
+             * (2^-11 of it, or more where it is an f16 subnormal) over up
+             * to 127 steps */
+            double bound = 0.5 * dref * (1 + 1e-6) + 127 * fabs(d - dref);
+            if (amax > 0 && err / bound > worst)
+                worst = err / bound;
+            good &= amax > 0 ? err <= bound : v == 0 && d == 0;
+        }
+    }
+    ok(good && reach, "Q8_0 quantiser: d = f16(max|x|/127), q never -128 and ±127 reached, each value within "
+                      "half a step plus 127 times d's f16 rounding (worst %.3f of it), a zero block all zero",
+       worst);
+    x[5] = NAN;
+    quant_q8_0_from_f32(x, 32, q);
+    uint16_t dh;
+    memcpy(&dh, q, 2);
+    ok(isnan(kern_f16_to_f32(dh)), "Q8_0 quantiser: a NaN makes its block's scale NaN");
+    free(x);
+    free(q);
+}
+
 int main(void)
 {
     kern_init();
@@ -426,6 +474,7 @@ int main(void)
             }
     kern_set_isa(best);
     test_matmul();
+    test_q8_0_quantiser();
 
     /* Row sizes: whole blocks. */
     ok(kern_row_bytes(MOE_Q8_0, 64) == 68 && kern_row_bytes(MOE_Q4_0, 64) == 36 &&

@@ -19,29 +19,37 @@ int fail_msg(const char *fmt, ...)
     return 1;
 }
 
-/* s as one of two named types, or the error naming both. */
-static int arg_type_of(const char *flag, const char *s, const char *name1, moe_dtype t1, const char *name2,
-                       moe_dtype t2, moe_dtype *out)
+typedef struct {
+    const char *name;
+    moe_dtype type;
+} named_type;
+
+/* s as one of n named types, or the error naming them all. */
+static int arg_type_of(const char *flag, const char *s, const named_type *names, int n, moe_dtype *out)
 {
-    if (s && !strcmp(s, name1))
-        *out = t1;
-    else if (s && !strcmp(s, name2))
-        *out = t2;
-    else {
-        fail_msg("%s takes %s or %s, not '%s'", flag, name1, name2, s ? s : "");
-        return 0;
-    }
-    return 1;
+    for (int i = 0; i < n; i++)
+        if (s && !strcmp(s, names[i].name)) {
+            *out = names[i].type;
+            return 1;
+        }
+    char list[128] = "";
+    for (int i = 0; i < n; i++)
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", names[i].name,
+                 i + 2 < n ? ", " : i + 1 < n ? " or " : "");
+    fail_msg("%s takes %s, not '%s'", flag, list, s ? s : "");
+    return 0;
 }
 
 int arg_kv_type(const char *flag, const char *s, moe_dtype *out)
 {
-    return arg_type_of(flag, s, "f32", MOE_F32, "f16", MOE_F16, out);
+    static const named_type kv[] = {{"f32", MOE_F32}, {"f16", MOE_F16}, {"q8_0", MOE_Q8_0}};
+    return arg_type_of(flag, s, kv, 3, out);
 }
 
 int arg_act_type(const char *flag, const char *s, moe_dtype *out)
 {
-    return arg_type_of(flag, s, "f32", MOE_F32, "q8", MOE_Q8_0, out);
+    static const named_type act[] = {{"f32", MOE_F32}, {"q8", MOE_Q8_0}};
+    return arg_type_of(flag, s, act, 2, out);
 }
 
 int arg_int(const char *flag, const char *s, long lo, long hi, long *out)

@@ -32,7 +32,7 @@ static const char BENCH_USAGE[] =
     "  -d N        context depth: each test runs after N tokens already in the cache\n"
     "              (\"tg64 @ d4096\"; default 0)\n"
     "  --k N       experts per token (default: the model's own)\n"
-    "  --kv-type T KV cache type: f32 (default) or f16\n"
+    "  --kv-type T KV cache type: f32 (default), f16 or q8_0\n"
     "  --act-type T activations meeting Q4_K/Q5_K/Q6_K weights: q8 (8-bit, integer\n"
     "              kernels; default with AVX2/AVX-512) or f32\n"
     "  --trace     also generate while recording the routing trace, and compare\n";

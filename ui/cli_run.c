@@ -36,7 +36,8 @@ static const char RUN_USAGE[] =
     "  -t, --threads N        threads (default: all cores)\n"
     "  -c, --ctx-size N       context length (default: min(model maximum, 4096))\n"
     "  -b, --batch-size N     prompt tokens per forward pass (default 512)\n"
-    "  --kv-type T            KV cache type: f32 (default) or f16 (half the memory)\n"
+    "  --kv-type T            KV cache type: f32 (default), f16 (half the memory) or\n"
+    "                         q8_0 (8-bit blocks of 32, 17/64 of it)\n"
     ACT_TYPE_HELP
     "  --ignore-eos           keep generating past the end-of-generation tokens (EOS, EOT)\n"
     "  --print-ids            print only the generated ids, space-separated, on one line\n"

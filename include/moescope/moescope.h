@@ -170,12 +170,16 @@ void moe_session_reset(moe_session *s);
  * negative or past the current position. */
 moe_status moe_session_truncate(moe_session *s, int pos, moe_error *err);
 void moe_session_set_trace(moe_session *s, const moe_trace_sink *sink);
-/* Store keys and values as t: MOE_F32 (the default) or MOE_F16, which
+/* Store keys and values as t: MOE_F32 (the default), MOE_F16, which
  * halves the cache's memory and the attention's reads at long context and
  * rounds every key and value to f16 (logits then differ from an f32 cache
  * by about f16's relative precision, 2^-11, times the attention's
- * sensitivity). Only before the first token (position 0): the cache is
- * reallocated. MOE_EINVAL for another type or a session holding tokens,
+ * sensitivity), or MOE_Q8_0, llama.cpp's q8_0 cache type: each head's
+ * keys and values in blocks of 32 with one f16 scale d = max|x|/127 and
+ * 8-bit integers, 34 bytes per 32 values (17/64 of f32), each value
+ * within d/2 (head_dim a multiple of 32). Only before the first token
+ * (position 0): the cache is reallocated. MOE_EINVAL for another type, a
+ * head dimension q8_0 cannot block, or a session holding tokens,
  * MOE_ENOMEM when out of memory; on failure the session is unchanged. */
 moe_status moe_session_set_kv_type(moe_session *s, moe_dtype t, moe_error *err);
 moe_dtype moe_session_kv_type(const moe_session *s);

@@ -26,7 +26,8 @@ static const char EXPLORE_USAGE[] =
     "  --seed S               sampling seed (default: random)\n"
     "  -t, --threads N        threads (default: all cores)\n"
     "  -c, --ctx-size N       context length (default: min(model maximum, 4096))\n"
-    "  --kv-type T            KV cache type: f32 (default) or f16 (half the memory)\n"
+    "  --kv-type T            KV cache type: f32 (default), f16 (half the memory) or\n"
+    "                         q8_0 (8-bit blocks of 32, 17/64 of it)\n"
     ACT_TYPE_HELP
     "  --ignore-eos           keep generating past the end-of-generation tokens (EOS, EOT)\n"
     "  --template NAME|FILE   chat with this template (chatml, llama3, mistral, tulu, or a file)\n"
