@@ -1,7 +1,7 @@
 #!/bin/sh
 # moescope against llama.cpp, side by side, in llama-bench's table.
 #
-#   tests/bench/run.sh [--llama-bench PATH] [--quick] [MODEL]... [-- extra moescope bench flags]
+#   tests/bench/run.sh [--llama-bench PATH] [--quick] [--depth N] [MODEL]... [-- extra moescope bench flags]
 #
 # MODEL: mixtral (default) and olmoe, the random-weight bench models, built
 # once into tests/bench/models/ by tools/gen_fixtures.py (f16 safetensors:
@@ -16,8 +16,9 @@
 #
 # For each: pp128 and tg64 (with the routing trace recorded and without, in
 # alternating runs), pp512, and on the bench models tg64 after 4096 tokens
-# of context with an f32 and an f16 KV cache. Medians of 5 runs at 2
-# threads (--quick: 3 runs, no 4096 depth).
+# and 128 tokens of context with an f32, an f16 and a q8_0 KV cache, and
+# the ratio of the two depths. Medians of 5 runs at 2 threads (--quick: 3
+# runs, no depths; --depth N: N tokens instead of 4096).
 #
 # --llama-bench PATH runs a llama.cpp llama-bench the user has built on the
 # GGUF version of the same model (F16, converted once by tools/gen_gguf.py),
@@ -40,6 +41,11 @@ while [ $# -gt 0 ] && [ "$1" != "--" ]; do
         ;;
     --llama-bench=*) llama=${1#*=} ;;
     --quick) reps=3 depth=0 ;;
+    --depth)
+        [ $# -ge 2 ] && [ "$2" -ge 0 ] 2>/dev/null || { echo "bench: --depth needs a number of tokens" >&2; exit 2; }
+        depth=$2
+        shift
+        ;;
     --ratios)
         [ $# -ge 3 ] || { echo "bench: --ratios needs a moescope bench table and a llama-bench JSON file" >&2; exit 2; }
         ratios_only=1 ratios_md=$2 ratios_json=$3
@@ -96,7 +102,7 @@ ratios() {
     echo "| test | moescope t/s | llama.cpp t/s | ratio |"
     echo "| --- | ---: | ---: | ---: |"
     awk -F'\t' 'NR == FNR { ll[$1] = $2; next }
-        { t = $1; base = t; sub(/ kv f16$/, "", base)
+        { t = $1; base = t; sub(/ kv (f16|q8_0)$/, "", base)
           if (base in ll) printf "| %s | %.2f | %.2f | %.2fx |\n", t, $2, ll[base], $2 / ll[base]
           else printf "| %s | %.2f | - | - |\n", t, $2 }' "$2" "$tmp/ratios.moescope.tsv"
 }
@@ -137,9 +143,23 @@ for m in $models; do
     "$bin" bench "$dir" -p 512 -n 0 -t 2 -r $reps "$@" >"$tmp/2"
     : >"$tmp/3"
     if [ "$d" -gt 0 ]; then
-        "$bin" bench "$dir" -p 0 -n 64 -d "$d" -t 2 -r $reps "$@" >"$tmp/3"
-        "$bin" bench "$dir" -p 0 -n 64 -d "$d" -t 2 -r $reps --kv-type f16 "$@" |
-            sed 's/\(tg64 @ d'"$d"'\)\([ :|]\)/\1 kv f16\2/' >>"$tmp/3"
+        # each KV cache type at 128 and at $d tokens of context, the rows
+        # of f16 and q8_0 labelled, and the ratio of the two depths
+        for kv in f32 f16 q8_0; do
+            for dd in 128 "$d"; do
+                "$bin" bench "$dir" -p 0 -n 64 -d "$dd" -t 2 -r $reps --kv-type $kv "$@" >"$tmp/d"
+                if [ $kv = f32 ]; then cat "$tmp/d"; else
+                    sed 's/\(tg64 @ d'"$dd"'\)\([ :|]\)/\1 kv '$kv'\2/' "$tmp/d"; fi >>"$tmp/3"
+            done
+        done
+        moescope_medians "$tmp/3" | awk -F'\t' -v d="$d" '
+            { split($1, w, " "); kv = (w[4] == "kv") ? w[5] : "f32"; at[kv, w[3]] = $2 }
+            END { printf "long context: tg64 @ d%d / tg64 @ d128:", d
+                  n = split("f32 f16 q8_0", k, " ")
+                  for (i = 1; i <= n; i++)
+                      if (at[k[i], "d128"] > 0)
+                          printf " %s %.0f%%", k[i], 100 * at[k[i], "d" d] / at[k[i], "d128"]
+                  printf "\n" }' >"$tmp/long"
     fi
     # one table: the header, every row, then the notes below it
     {
@@ -147,6 +167,7 @@ for m in $models; do
         grep -h '^| [a-z]' "$tmp/1" "$tmp/2" "$tmp/3" | grep -v '^| model '
         echo
         grep -hv '^|' "$tmp/1" "$tmp/2" "$tmp/3" | grep -v '^$' | sort -u
+        if [ "$d" -gt 0 ]; then cat "$tmp/long"; fi
     } >"$out"
     cat "$out"
     echo
