@@ -447,6 +447,22 @@ AVX512 INLINE __m512 z_load_part(moe_dtype t, const unsigned char *p, __mmask16 
     }
 }
 
+/* The sums of a, b, c and d, in that order, in a dozen instructions where
+ * four reductions take about thirty: for short rows (attention's keys of
+ * 64-128 columns) the reductions cost as much as the products. */
+AVX512 INLINE __m128 z_sum4(__m512 a, __m512 b, __m512 c, __m512 d)
+{
+    /* per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], the same for c, d */
+    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
+    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
+    /* per lane: [a, b, c, d], each the sum of the lane's four */
+    __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
+                                _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd),
+                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
+    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
 /* As y_block, 16 columns per step; the tail uses masked loads. */
 AVX512 INLINE void z_block(moe_dtype t, const int R, const int NX, const unsigned char *W,
                            size_t cols, const float *X, float *Y, size_t ldy)
@@ -497,6 +513,17 @@ AVX512 INLINE void z_block(moe_dtype t, const int R, const int NX, const unsigne
         }
     }
 
+    if (R == 4) { /* each vector's four row sums at once, into adjacent outputs */
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++) {
+            __m512 a[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < 4; i++)
+                a[i] = U == 2 ? _mm512_add_ps(acc[i][v][0], acc[i][v][1]) : acc[i][v][0];
+            _mm_storeu_ps(Y + v * ldy, z_sum4(a[0], a[1], a[2], a[3]));
+        }
+        return;
+    }
 #pragma GCC unroll 4
     for (int i = 0; i < R; i++)
 #pragma GCC unroll 4
@@ -609,6 +636,63 @@ AVX512 static void z_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, c
                           size_t n, size_t np, float *O, size_t ldo)
 {
     ROWS_DISPATCH(z_wsum_n, t, n, V, ldv, cols, A, lda, np, O, ldo);
+}
+
+/* z_wsum over Q8_0 rows side by side (a q8_0 KV cache's values), each
+ * block decoded in registers: 64 columns (two blocks) per pass, each
+ * weight times the block's scale once per row, the rows prefetched
+ * 2 KiB ahead. */
+AVX512 INLINE void z_wsum_q8_n(const int NX, const unsigned char *V, size_t cols, const float *A, size_t lda,
+                               size_t np, float *O, size_t ldo)
+{
+    const size_t rb = cols / 32 * 34;
+    for (size_t d = 0; d < cols; d += 64) {
+        const int nb = cols - d >= 64 ? 2 : 1;
+        __m512 acc[4][4];
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++)
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                acc[v][c] = _mm512_setzero_ps();
+        const unsigned char *blk = V + d / 32 * 34;
+        for (size_t p = 0; p < np; p++, blk += rb) {
+            _mm_prefetch((const char *)blk + 2048, _MM_HINT_T0);
+            _mm_prefetch((const char *)blk + 2048 + 64, _MM_HINT_T0);
+#pragma GCC unroll 2
+            for (int b = 0; b < 2; b++) {
+                if (b == nb)
+                    break;
+                const unsigned char *q = blk + 34 * b;
+                uint16_t h;
+                memcpy(&h, q, 2);
+                float scale = _cvtsh_ss(h);
+                __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 2))));
+                __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 18))));
+#pragma GCC unroll 4
+                for (int v = 0; v < NX; v++) {
+                    __m512 a = _mm512_set1_ps(A[v * lda + p] * scale);
+                    acc[v][2 * b] = _mm512_fmadd_ps(a, w0, acc[v][2 * b]);
+                    acc[v][2 * b + 1] = _mm512_fmadd_ps(a, w1, acc[v][2 * b + 1]);
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++)
+#pragma GCC unroll 4
+            for (int c = 0; c < 2 * nb; c++)
+                _mm512_storeu_ps(O + v * ldo + d + 16 * c, acc[v][c]);
+    }
+}
+
+AVX512 static void z_wsum_q8(const void *V, size_t cols, const float *A, size_t lda, size_t n, size_t np, float *O,
+                             size_t ldo)
+{
+    switch (n) {
+    case 1: z_wsum_q8_n(1, V, cols, A, lda, np, O, ldo); break;
+    case 2: z_wsum_q8_n(2, V, cols, A, lda, np, O, ldo); break;
+    case 3: z_wsum_q8_n(3, V, cols, A, lda, np, O, ldo); break;
+    default: z_wsum_q8_n(4, V, cols, A, lda, np, O, ldo); break;
+    }
 }
 
 /* e^x for x <= 0 (softmax arguments): x = n ln2 + r with |r| <= ln2/2,
@@ -738,18 +822,21 @@ typedef struct {
     /* n in 1..4 */
     void (*wsum)(moe_dtype t, const void *V, size_t ldv, size_t cols, const float *A, size_t lda, size_t n,
                  size_t np, float *O, size_t ldo);
+    /* the same over Q8_0 rows side by side, or NULL (wsum_quant then) */
+    void (*wsum_q8)(const void *V, size_t cols, const float *A, size_t lda, size_t n, size_t np, float *O,
+                    size_t ldo);
     void (*softmax)(float *x, size_t n, float scale);
     void (*silu_mul)(float *g, const float *u, size_t n);
 } kern_impl;
 
 /* Worst to best. */
 static const kern_impl impls[] = {
-    {"portable", p_rows, p_to_f32, p_dot, p_axpy, p_wsum, p_softmax, p_silu_mul},
+    {"portable", p_rows, p_to_f32, p_dot, p_axpy, p_wsum, NULL, p_softmax, p_silu_mul},
 #ifdef KERN_X86
-    {"avx2", y_rows, y_to_f32, y_dot, y_axpy, y_wsum, p_softmax, p_silu_mul},
-    {"avx512", z_rows, z_to_f32, z_dot, z_axpy, z_wsum, z_softmax, z_silu_mul},
+    {"avx2", y_rows, y_to_f32, y_dot, y_axpy, y_wsum, NULL, p_softmax, p_silu_mul},
+    {"avx512", z_rows, z_to_f32, z_dot, z_axpy, z_wsum, z_wsum_q8, z_softmax, z_silu_mul},
     /* AVX-512 and the tile products (kern_tiles) */
-    {"amx", z_rows, z_to_f32, z_dot, z_axpy, z_wsum, z_softmax, z_silu_mul},
+    {"amx", z_rows, z_to_f32, z_dot, z_axpy, z_wsum, z_wsum_q8, z_softmax, z_silu_mul},
 #endif
 };
 enum { N_IMPLS = sizeof impls / sizeof impls[0] };
@@ -993,8 +1080,13 @@ void kern_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, const float 
 {
     const kern_impl *k = impl();
     if (t == MOE_Q8_0) {
-        assert(ldv == cols);
-        wsum_quant(k, t, V, cols, A, lda, n, np, O, ldo);
+        assert(ldv == cols && cols % 32 == 0);
+        if (!k->wsum_q8) {
+            wsum_quant(k, t, V, cols, A, lda, n, np, O, ldo);
+            return;
+        }
+        for (size_t v = 0; v < n; v += 4)
+            k->wsum_q8(V, cols, A + v * lda, lda, n - v < 4 ? n - v : 4, np, O + v * ldo, ldo);
         return;
     }
     assert(t == MOE_F32 || t == MOE_F16 || t == MOE_BF16);
