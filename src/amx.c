@@ -4,7 +4,9 @@
  * weight rows x 32 columns) · B (32 columns x 16 vectors). The weights are
  * A, in their own row order: each step splits 32 rows x 32 columns of f16
  * into bfloat16 halves in a 4 KiB buffer that stays in L1, and the tile
- * unit reads them from there. The activations are B, which the tile unit
+ * unit reads them from there (with more than 32 vectors, a block of 32
+ * rows is split once, whole, into the caller's scratch, for every pass of
+ * 32 vectors). The activations are B, which the tile unit
  * wants with pairs of columns interleaved ("VNNI" order); amx_act packs
  * them that way once per product, and every thread shares the result.
  *
@@ -197,26 +199,43 @@ typedef struct {
     uint8_t rows[16];
 } tile_config;
 
+/* Tile c += A·B as three products, hi·hi, hi·lo and lo·hi, with A's
+ * halves in tiles 6 and 7 and B's in 4 and 5 (bf16 weights: no lo·hi). */
+#define DP3(c, f16)                                                                                                    \
+    do {                                                                                                               \
+        _tile_dpbf16ps(c, 6, 4);                                                                                       \
+        _tile_dpbf16ps(c, 6, 5);                                                                                       \
+        if (f16)                                                                                                       \
+            _tile_dpbf16ps(c, 7, 4);                                                                                   \
+    } while (0)
+/* A's halves (a[0], a[1]) into tiles 6 and 7, B's (hi, then lo 1 KiB on) into 4 and 5 */
+#define LOAD_A(a, f16)                                                                                                 \
+    do {                                                                                                               \
+        _tile_loadd(6, (a)[0], 64);                                                                                    \
+        if (f16)                                                                                                       \
+            _tile_loadd(7, (a)[1], 64);                                                                                \
+    } while (0)
+#define LOAD_B(b)                                                                                                      \
+    do {                                                                                                               \
+        _tile_loadd(4, (b), 64);                                                                                       \
+        _tile_loadd(5, (b) + TILE, 64);                                                                                \
+    } while (0)
+
 /* One column block's tile products for a 32-row block: A, the weights'
  * halves, from a; B, group g's activations from b0 and group g + 1's from
  * b1 when `two`; rows 16-31 only when rows2. */
 AMX INLINE void tile_step(const uint16_t a[2][2][VG][KB], const unsigned char *b0, const unsigned char *b1, int two,
                           int rows2, int f16)
 {
-    _tile_loadd(4, b0, 64);
-    _tile_loadd(5, b0 + TILE, 64);
-    _tile_loadd(6, a[0][0], 64);
-    if (f16)
-        _tile_loadd(7, a[0][1], 64);
+    LOAD_B(b0);
+    LOAD_A(a[0], f16);
     if (!two) { /* 0, 1: hi·hi; 2, 3: the rest, in chains half as long */
         _tile_dpbf16ps(0, 6, 4);
         _tile_dpbf16ps(2, 6, 5);
         if (f16)
             _tile_dpbf16ps(2, 7, 4);
         if (rows2) {
-            _tile_loadd(6, a[1][0], 64);
-            if (f16)
-                _tile_loadd(7, a[1][1], 64);
+            LOAD_A(a[1], f16);
             _tile_dpbf16ps(1, 6, 4);
             _tile_dpbf16ps(3, 6, 5);
             if (f16)
@@ -224,31 +243,15 @@ AMX INLINE void tile_step(const uint16_t a[2][2][VG][KB], const unsigned char *b
         }
         return;
     }
-    _tile_dpbf16ps(0, 6, 4);
-    _tile_dpbf16ps(0, 6, 5);
-    if (f16)
-        _tile_dpbf16ps(0, 7, 4);
-    _tile_loadd(4, b1, 64);
-    _tile_loadd(5, b1 + TILE, 64);
-    _tile_dpbf16ps(2, 6, 4);
-    _tile_dpbf16ps(2, 6, 5);
-    if (f16)
-        _tile_dpbf16ps(2, 7, 4);
+    DP3(0, f16);
+    LOAD_B(b1);
+    DP3(2, f16);
     if (!rows2)
         return;
-    _tile_loadd(6, a[1][0], 64);
-    if (f16)
-        _tile_loadd(7, a[1][1], 64);
-    _tile_dpbf16ps(3, 6, 4); /* B holds group g + 1 */
-    _tile_dpbf16ps(3, 6, 5);
-    if (f16)
-        _tile_dpbf16ps(3, 7, 4);
-    _tile_loadd(4, b0, 64);
-    _tile_loadd(5, b0 + TILE, 64);
-    _tile_dpbf16ps(1, 6, 4);
-    _tile_dpbf16ps(1, 6, 5);
-    if (f16)
-        _tile_dpbf16ps(1, 7, 4);
+    LOAD_A(a[1], f16);
+    DP3(3, f16); /* B still holds group g + 1 */
+    LOAD_B(b0);
+    DP3(1, f16);
 }
 
 /* The accumulators of one pass (32 rows from r, groups g and g + 1) into Y. */

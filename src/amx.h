@@ -5,13 +5,14 @@
  *
  * AMX-BF16 multiplies bfloat16 tiles into f32 sums. bfloat16 keeps 8
  * significant bits, so each operand is split in two: an f16 weight w is
- * exactly wh + wl (wh its top 8 significant bits, wl the other 3), an
- * activation x is xh + xl within 2^-18 |x|. Three tile products,
- * wh·xh + wh·xl + wl·xh, leave out wl·xl, at most 2^-17 |w x|: each product
- * is within about 1.2e-5 of |w x|, where f32 rounds to 6e-8 and sums a
- * 1024-term dot product to a few 1e-6 of Σ|w x|. bf16 weights are exact in
- * one part (two products). The tile unit treats bfloat16 subnormals as zero
- * and flushes subnormal sums to zero. */
+ * exactly wh + wl (wh its top 8 significant bits, so |wl| < 2^-7 |w|), an
+ * activation x is xh + xl (each rounded to nearest, |xl| <= 2^-8 |x|)
+ * within 2^-16 |x|. Three tile products, wh·xh + wh·xl + wl·xh, leave out
+ * wl·xl: each product of a weight and an activation is then within
+ * (2^-15 + 2^-16) |w x| = 4.6e-5 |w x|, where f32 rounds to 6e-8 (on random
+ * data a 1024-term dot product comes out within about 1e-6 of Σ|w x|).
+ * bf16 weights are exact in one part (two products). The tile unit treats
+ * bfloat16 subnormals as zero and flushes subnormal sums to zero. */
 #ifndef MOE_AMX_H
 #define MOE_AMX_H
 

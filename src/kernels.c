@@ -23,6 +23,8 @@
 #define KERN_X86 1
 #include <cpuid.h>
 #include <immintrin.h>
+
+#include "simd_x86.h"
 #endif
 
 #define INLINE static inline __attribute__((always_inline))
@@ -447,22 +449,6 @@ AVX512 INLINE __m512 z_load_part(moe_dtype t, const unsigned char *p, __mmask16 
     }
 }
 
-/* The sums of a, b, c and d, in that order, in a dozen instructions where
- * four reductions take about thirty: for short rows (attention's keys of
- * 64-128 columns) the reductions cost as much as the products. */
-AVX512 INLINE __m128 z_sum4(__m512 a, __m512 b, __m512 c, __m512 d)
-{
-    /* per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], the same for c, d */
-    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-    /* per lane: [a, b, c, d], each the sum of the lane's four */
-    __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
-                                _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd),
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
-    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
-
 /* As y_block, 16 columns per step; the tail uses masked loads. */
 AVX512 INLINE void z_block(moe_dtype t, const int R, const int NX, const unsigned char *W,
                            size_t cols, const float *X, float *Y, size_t ldy)
@@ -520,7 +506,7 @@ AVX512 INLINE void z_block(moe_dtype t, const int R, const int NX, const unsigne
 #pragma GCC unroll 4
             for (int i = 0; i < 4; i++)
                 a[i] = U == 2 ? _mm512_add_ps(acc[i][v][0], acc[i][v][1]) : acc[i][v][0];
-            _mm_storeu_ps(Y + v * ldy, z_sum4(a[0], a[1], a[2], a[3]));
+            _mm_storeu_ps(Y + v * ldy, simd_sum4(a[0], a[1], a[2], a[3]));
         }
         return;
     }

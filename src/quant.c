@@ -31,6 +31,8 @@
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define QUANT_X86 1
 #include <immintrin.h>
+
+#include "simd_x86.h"
 #endif
 
 #define INLINE static inline __attribute__((always_inline))
@@ -531,21 +533,6 @@ AVX512 INLINE void z_row(moe_dtype t, const int NV, const unsigned char *row, si
         Y[v * ldy] = _mm512_reduce_add_ps(_mm512_add_ps(acc[v][0], acc[v][1]));
 }
 
-/* The sums of a, b, c and d, in that order, in a dozen instructions where
- * four reductions take about thirty. */
-AVX512 INLINE __m128 z_sum4(__m512 a, __m512 b, __m512 c, __m512 d)
-{
-    /* per 128-bit lane: [a0+a2, b0+b2, a1+a3, b1+b3], the same for c, d */
-    __m512 ab = _mm512_add_ps(_mm512_unpacklo_ps(a, b), _mm512_unpackhi_ps(a, b));
-    __m512 cd = _mm512_add_ps(_mm512_unpacklo_ps(c, d), _mm512_unpackhi_ps(c, d));
-    /* per lane: [a, b, c, d], each the sum of the lane's four */
-    __m512 abcd = _mm512_add_ps(_mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(1, 0, 1, 0)),
-                                _mm512_shuffle_ps(ab, cd, _MM_SHUFFLE(3, 2, 3, 2)));
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(abcd),
-                             _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(abcd), 1)));
-    return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-}
-
 /* Four short rows of 32-blocks (Q8_0, Q4_0) against NV (1-4) vectors:
  * where a row is a few blocks (attention's keys in a q8_0 cache, 64-128
  * columns), reducing each row's sum alone costs as much as its products,
@@ -580,7 +567,7 @@ AVX512 INLINE void z_rows4(moe_dtype t, const int NV, const unsigned char *row, 
     }
 #pragma GCC unroll 4
     for (int v = 0; v < NV; v++)
-        _mm_storeu_ps(Y + v * ldy, z_sum4(acc[0][v], acc[1][v], acc[2][v], acc[3][v]));
+        _mm_storeu_ps(Y + v * ldy, simd_sum4(acc[0][v], acc[1][v], acc[2][v], acc[3][v]));
 }
 
 AVX512 INLINE void z_rows_t(moe_dtype t, const void *W, size_t cols, const float *X, size_t n, float *Y, size_t ldy,
