@@ -806,7 +806,9 @@ static int write_doc(const transcript *t, FILE *f)
     return 0;
 }
 
-int transcript_save(const transcript *t, const char *path, char *msg, size_t msglen)
+/* Written to a temporary file beside path, then renamed over it; with
+ * `sync`, the file and then its directory are synced to disk. */
+static int save(const transcript *t, const char *path, int sync, char *msg, size_t msglen)
 {
     if (t->err[0]) {
         snprintf(msg, msglen, "%s: not saved: %s", path, t->err);
@@ -842,7 +844,7 @@ int transcript_save(const transcript *t, const char *path, char *msg, size_t msg
         snprintf(msg, msglen, "%s: out of memory formatting the transcript", path);
         goto done;
     }
-    if (fflush(f) != 0 || ferror(f) || fsync(fileno(f)) != 0) {
+    if (fflush(f) != 0 || ferror(f) || (sync && fsync(fileno(f)) != 0)) {
         snprintf(msg, msglen, "%s: write failed: %s", path, strerror(errno ? errno : EIO));
         goto done;
     }
@@ -866,7 +868,7 @@ int transcript_save(const transcript *t, const char *path, char *msg, size_t msg
         dir[1] = 0;
     else
         *slash = 0;
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY);
+    int dfd = sync ? open(dir, O_RDONLY | O_DIRECTORY) : -1;
     if (dfd >= 0) {
         fsync(dfd);
         close(dfd);
@@ -882,6 +884,16 @@ done:
     free(tmp);
     free(dir);
     return rc;
+}
+
+int transcript_save(const transcript *t, const char *path, char *msg, size_t msglen)
+{
+    return save(t, path, 1, msg, msglen);
+}
+
+int transcript_save_quick(const transcript *t, const char *path, char *msg, size_t msglen)
+{
+    return save(t, path, 0, msg, msglen);
 }
 
 /* ---- loading ------------------------------------------------------------- */

@@ -104,6 +104,12 @@ void transcript_controls_seen(transcript *t, int n);
  * message naming path in msg; the transcript is untouched either way and
  * an existing file at path is left as it was on failure. */
 int transcript_save(const transcript *t, const char *path, char *msg, size_t msglen);
+/* As transcript_save without the fsyncs: the file is still replaced
+ * atomically, so a crash of this process (kill -9 too) leaves the old file
+ * or the new one whole, but a crash of the machine may lose the latest.
+ * For the explorer's autosave between tokens, where a sync per save cost
+ * more than the formatting. */
+int transcript_save_quick(const transcript *t, const char *path, char *msg, size_t msglen);
 
 /* Read and check a transcript (any version up to TRANSCRIPT_VERSION).
  * Returns it (free with transcript_free), or NULL with a message naming

@@ -2,8 +2,11 @@
  * the keyboard and the worker's pipe at once, hands a key to the focused
  * pane and then to the global key table, and composes each frame in full
  * before one refresh (curses sends only the difference). Frames caused by
- * new tokens are paced to ~30 per second; frames caused by keys are drawn
- * at once. */
+ * new tokens are paced to 10 per second; frames caused by keys are drawn
+ * at once. A frame takes about 1.3 ms of CPU, which on two cores comes out
+ * of the generation running beside it: at 30 frames a second the explorer
+ * generated at 0.81-0.93 of `moescope run`'s speed (tests/bench/
+ * tui_latency.sh, medians of 5 alternating runs), at 10 at 0.94-1.11. */
 #include <curses.h>
 #include <ctype.h>
 #include <errno.h>
@@ -728,12 +731,13 @@ int screen_run(tui *t)
 {
     double last = 0;
     int dirty = 1, urgent = 1;
-    const double FRAME = 1.0 / 30;
+    const double FRAME = 1.0 / 10; /* seconds between frames that new tokens cause */
     for (;;) {
         if (term_quit_signal)
             return 0;
         double tn = now();
         if (dirty && (urgent || tn - last >= FRAME)) {
+            atomic_store(&t->tokens_undrawn, 0); /* later tokens wake us again */
             draw(t);
             last = tn;
             dirty = urgent = 0;

@@ -14,6 +14,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "../settings.h"
@@ -83,6 +84,9 @@ typedef struct tui {
     volatile sig_atomic_t stop;
     int quit_worker;
     int wake_fd[2];            /* worker -> UI: something changed */
+    /* tokens since the UI last drew: the worker wakes the UI for the first
+     * of them only, so a fast model wakes it once a frame, not per token */
+    _Atomic int tokens_undrawn;
     int n_predict;
     int ignore_eos;
     chat_state chat;
