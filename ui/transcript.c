@@ -623,11 +623,39 @@ void transcript_token_trace(const transcript *t, int i, moe_route *routes, moe_t
 
 /* ---- writing ------------------------------------------------------------- */
 
-/* A number with at most five decimals, trailing zeros dropped: "0.25", "1", "0". */
+/* A number with at most five decimals, trailing zeros dropped: "0.25", "1", "0".
+ * Written by hand below 1e12 (the probabilities and weights of every token:
+ * snprintf's float formatting was most of an autosave's time). For a value
+ * that is a float, v * 1e5 is exact in double, so rounding it to nearest
+ * even gives the digits "%.5f" gives; a double within 1e-11 of a tie may
+ * differ in its last digit. */
 static int fixed5(char *buf, size_t cap, double v)
 {
     if (!isfinite(v))
         v = 0;
+    if (fabs(v) < 1e12 && cap >= 24) {
+        long long q = (long long)nearbyint(v * 1e5);
+        unsigned long long u = q < 0 ? 0ull - (unsigned long long)q : (unsigned long long)q;
+        unsigned long long ip = u / 100000, fp = u % 100000;
+        char digits[24];
+        int nd = 0, n = 0;
+        do
+            digits[nd++] = (char)('0' + ip % 10);
+        while (ip /= 10);
+        if (q < 0)
+            buf[n++] = '-';
+        while (nd)
+            buf[n++] = digits[--nd];
+        if (fp) {
+            buf[n++] = '.';
+            for (unsigned long long d = 10000; fp; d /= 10) {
+                buf[n++] = (char)('0' + fp / d);
+                fp %= d;
+            }
+        }
+        buf[n] = 0;
+        return n;
+    }
     int n = snprintf(buf, cap, "%.5f", v);
     while (n > 1 && buf[n - 1] == '0')
         buf[--n] = 0;
