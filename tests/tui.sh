@@ -58,6 +58,9 @@ wait_for() {
         echo "$s" | grep -Eq -- "$1" && return 0
         sleep 0.05
     done
+    # what the screen showed instead, as TAP diagnostics for the failure
+    echo "# waited for: $1"
+    echo "$s" | grep -v '^ *$' | sed 's/^/#   /'
     return 1
 }
 keys() { $T send-keys -t main "$@"; }
