@@ -15,6 +15,10 @@
  * qsweep  quantised types, one thread: the matrix-vector kernels against
  *         dequantising tiles then sgemm, over n (SMALL_N_Q in matmul.c); in
  *         thread CPU time, which a loaded machine disturbs less
+ * attn    one decode token's attention at 4096 positions of context, one
+ *         thread, per KV cache type (f32, f16, q8_0): scores, softmax and
+ *         weighted sums over 8 layers' caches (from memory), for 16 KV heads
+ *         of one query each (OLMoE-shaped) and 4 of four (Mixtral-shaped)
  * tsweep  f16 through matmul on one thread with the AMX tile products
  *         ("amx") and without ("avx512": matrix-vector kernels, sgemm past
  *         n = 128), over n, from memory: 600 matrices of 512 x 1024 as a
@@ -459,6 +463,64 @@ static void bench_qstream(void)
     }
 }
 
+static void bench_attn(void)
+{
+    enum { P = 4096, L = 8, HD = 64, PASSES = 5 };
+    static const moe_dtype kv[] = {MOE_F32, MOE_F16, MOE_Q8_0};
+    static const char *const kv_names[] = {"f32", "f16", "q8_0"};
+    static const int heads[][2] = {{16, 1}, {4, 4}}; /* KV heads, queries per KV head */
+    float *q = random_floats(4 * HD), *sc = malloc(4 * P * sizeof *sc), *o = malloc(4 * HD * sizeof *o);
+    float *row = random_floats(HD);
+    for (int s = 0; s < 2; s++) {
+        int H = heads[s][0], G = heads[s][1];
+        printf("attn %d KV heads x %d queries, head_dim %d, %d positions, %d layers, one thread:", H, G, HD, P, L);
+        for (int k = 0; k < 3; k++) {
+            moe_dtype t = kv[k];
+            size_t rb = kern_row_bytes(t, HD), per = (size_t)P * rb, rows = (size_t)P * H * L;
+            unsigned char *K = malloc(per * H * L), *V = malloc(per * H * L);
+            for (size_t r = 0; r < rows; r++)
+                for (int which = 0; which < 2; which++) {
+                    unsigned char *dst = (which ? V : K) + r * rb;
+                    for (int i = 0; i < HD; i++)
+                        row[i] = (float)((r * 131 + (size_t)i * 7 + (size_t)which) % 1000) / 500.0f - 1.0f;
+                    if (t == MOE_Q8_0) {
+                        quant_q8_0_from_f32(row, HD, dst);
+                    } else if (t == MOE_F16) {
+                        for (int i = 0; i < HD; i++) {
+                            uint16_t h = kern_f32_to_f16(row[i]);
+                            memcpy(dst + 2 * i, &h, 2);
+                        }
+                    } else {
+                        memcpy(dst, row, HD * sizeof *row);
+                    }
+                }
+            double ms[PASSES];
+            for (int pass = 0; pass < PASSES; pass++) {
+                double t0 = now();
+                for (int l = 0; l < L; l++)
+                    for (int h = 0; h < H; h++) {
+                        size_t off = ((size_t)l * H + h) * per;
+                        kern_matvec_n(t, K + off, HD, q, (size_t)G, sc, P, 0, P);
+                        for (int g = 0; g < G; g++)
+                            kern_softmax(sc + (size_t)g * P, P, 0.125f);
+                        kern_wsum(t, V + off, HD, HD, sc, P, (size_t)G, P, o, HD);
+                    }
+                ms[pass] = (now() - t0) * 1e3;
+            }
+            qsort(ms, PASSES, sizeof ms[0], cmp_double);
+            printf("  %s %.2f ms (%.1f GB/s)", kv_names[k], ms[PASSES / 2], 2.0 * (double)(per * H * L) / ms[PASSES / 2] / 1e6);
+            free(K);
+            free(V);
+        }
+        printf("\n");
+        fflush(stdout);
+    }
+    free(q);
+    free(sc);
+    free(o);
+    free(row);
+}
+
 static void bench_tsweep(void)
 {
     enum { PASSES = 3, M = 600 };
@@ -523,5 +585,7 @@ int main(int argc, char **argv)
         bench_qsweep();
     if (all || strcmp(what, "tsweep") == 0)
         bench_tsweep();
+    if (all || strcmp(what, "attn") == 0)
+        bench_attn();
     return 0;
 }
