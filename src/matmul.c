@@ -137,8 +137,7 @@ int matmul_act_q8(const matmul_ctx *c)
     return c->act_q8;
 }
 
-
-/* Room for `bytes` of quantised activations: 0 when there is none, and
+/* Room for `bytes` of activations in another form: 0 when there is none, and
  * the caller takes the f32 path. Grows only, so the hot path allocates
  * only while the sizes are still growing. */
 static int xq_reserve(matmul_ctx *c, size_t bytes)
