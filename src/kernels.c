@@ -624,63 +624,6 @@ AVX512 static void z_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, c
     ROWS_DISPATCH(z_wsum_n, t, n, V, ldv, cols, A, lda, np, O, ldo);
 }
 
-/* z_wsum over Q8_0 rows side by side (a q8_0 KV cache's values), each
- * block decoded in registers: 64 columns (two blocks) per pass, each
- * weight times the block's scale once per row, the rows prefetched
- * 2 KiB ahead. */
-AVX512 INLINE void z_wsum_q8_n(const int NX, const unsigned char *V, size_t cols, const float *A, size_t lda,
-                               size_t np, float *O, size_t ldo)
-{
-    const size_t rb = cols / 32 * 34;
-    for (size_t d = 0; d < cols; d += 64) {
-        const int nb = cols - d >= 64 ? 2 : 1;
-        __m512 acc[4][4];
-#pragma GCC unroll 4
-        for (int v = 0; v < NX; v++)
-#pragma GCC unroll 4
-            for (int c = 0; c < 4; c++)
-                acc[v][c] = _mm512_setzero_ps();
-        const unsigned char *blk = V + d / 32 * 34;
-        for (size_t p = 0; p < np; p++, blk += rb) {
-            _mm_prefetch((const char *)blk + 2048, _MM_HINT_T0);
-            _mm_prefetch((const char *)blk + 2048 + 64, _MM_HINT_T0);
-#pragma GCC unroll 2
-            for (int b = 0; b < 2; b++) {
-                if (b == nb)
-                    break;
-                const unsigned char *q = blk + 34 * b;
-                uint16_t h;
-                memcpy(&h, q, 2);
-                float scale = _cvtsh_ss(h);
-                __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 2))));
-                __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 18))));
-#pragma GCC unroll 4
-                for (int v = 0; v < NX; v++) {
-                    __m512 a = _mm512_set1_ps(A[v * lda + p] * scale);
-                    acc[v][2 * b] = _mm512_fmadd_ps(a, w0, acc[v][2 * b]);
-                    acc[v][2 * b + 1] = _mm512_fmadd_ps(a, w1, acc[v][2 * b + 1]);
-                }
-            }
-        }
-#pragma GCC unroll 4
-        for (int v = 0; v < NX; v++)
-#pragma GCC unroll 4
-            for (int c = 0; c < 2 * nb; c++)
-                _mm512_storeu_ps(O + v * ldo + d + 16 * c, acc[v][c]);
-    }
-}
-
-AVX512 static void z_wsum_q8(const void *V, size_t cols, const float *A, size_t lda, size_t n, size_t np, float *O,
-                             size_t ldo)
-{
-    switch (n) {
-    case 1: z_wsum_q8_n(1, V, cols, A, lda, np, O, ldo); break;
-    case 2: z_wsum_q8_n(2, V, cols, A, lda, np, O, ldo); break;
-    case 3: z_wsum_q8_n(3, V, cols, A, lda, np, O, ldo); break;
-    default: z_wsum_q8_n(4, V, cols, A, lda, np, O, ldo); break;
-    }
-}
-
 /* e^x for x <= 0 (softmax arguments): x = n ln2 + r with |r| <= ln2/2,
  * e^r by its Taylor series to r^7 (relative error below 1e-8 there), then
  * scaled by 2^n. Below -87.3 (under f32's normal range) it returns about
@@ -808,21 +751,18 @@ typedef struct {
     /* n in 1..4 */
     void (*wsum)(moe_dtype t, const void *V, size_t ldv, size_t cols, const float *A, size_t lda, size_t n,
                  size_t np, float *O, size_t ldo);
-    /* the same over Q8_0 rows side by side, or NULL (wsum_quant then) */
-    void (*wsum_q8)(const void *V, size_t cols, const float *A, size_t lda, size_t n, size_t np, float *O,
-                    size_t ldo);
     void (*softmax)(float *x, size_t n, float scale);
     void (*silu_mul)(float *g, const float *u, size_t n);
 } kern_impl;
 
 /* Worst to best. */
 static const kern_impl impls[] = {
-    {"portable", p_rows, p_to_f32, p_dot, p_axpy, p_wsum, NULL, p_softmax, p_silu_mul},
+    {"portable", p_rows, p_to_f32, p_dot, p_axpy, p_wsum, p_softmax, p_silu_mul},
 #ifdef KERN_X86
-    {"avx2", y_rows, y_to_f32, y_dot, y_axpy, y_wsum, NULL, p_softmax, p_silu_mul},
-    {"avx512", z_rows, z_to_f32, z_dot, z_axpy, z_wsum, z_wsum_q8, z_softmax, z_silu_mul},
+    {"avx2", y_rows, y_to_f32, y_dot, y_axpy, y_wsum, p_softmax, p_silu_mul},
+    {"avx512", z_rows, z_to_f32, z_dot, z_axpy, z_wsum, z_softmax, z_silu_mul},
     /* AVX-512 and the tile products (kern_tiles) */
-    {"amx", z_rows, z_to_f32, z_dot, z_axpy, z_wsum, z_wsum_q8, z_softmax, z_silu_mul},
+    {"amx", z_rows, z_to_f32, z_dot, z_axpy, z_wsum, z_softmax, z_silu_mul},
 #endif
 };
 enum { N_IMPLS = sizeof impls / sizeof impls[0] };
@@ -1036,9 +976,9 @@ void kern_axpy(float a, const float *x, float *y, size_t n)
     impl()->axpy(a, x, y, n);
 }
 
-/* kern_wsum over Q8_0 rows (a q8_0 KV cache): a tile of rows is
- * dequantised at a time for the f32 kernel, whose sums per tile are added
- * up in O. */
+/* kern_wsum over Q8_0 rows (a q8_0 KV cache) where quant.c has no kernel
+ * for it: a tile of rows is dequantised at a time for the f32 kernel, whose
+ * sums per tile are added up in O. */
 static void wsum_quant(const kern_impl *k, moe_dtype t, const void *V, size_t cols, const float *A, size_t lda,
                        size_t n, size_t np, float *O, size_t ldo)
 {
@@ -1067,12 +1007,12 @@ void kern_wsum(moe_dtype t, const void *V, size_t ldv, size_t cols, const float 
     const kern_impl *k = impl();
     if (t == MOE_Q8_0) {
         assert(ldv == cols && cols % 32 == 0);
-        if (!k->wsum_q8) {
+        if (!quant_wsum_supported(quant_isa(k), t)) {
             wsum_quant(k, t, V, cols, A, lda, n, np, O, ldo);
             return;
         }
         for (size_t v = 0; v < n; v += 4)
-            k->wsum_q8(V, cols, A + v * lda, lda, n - v < 4 ? n - v : 4, np, O + v * ldo, ldo);
+            quant_wsum(quant_isa(k), t, V, cols, A + v * lda, lda, n - v < 4 ? n - v : 4, np, O + v * ldo, ldo);
         return;
     }
     assert(t == MOE_F32 || t == MOE_F16 || t == MOE_BF16);

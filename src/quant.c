@@ -615,6 +615,61 @@ AVX512 static void z_rows(moe_dtype t, const void *W, size_t cols, const float *
     }
 }
 
+/* kern_wsum over Q8_0 rows side by side (a q8_0 KV cache's values), each
+ * block decoded in registers: 64 columns (two blocks) per pass, each
+ * weight times the block's scale once per row, the rows prefetched
+ * PREFETCH_BYTES ahead. */
+AVX512 INLINE void z_wsum_q8_n(const int NX, const unsigned char *V, size_t cols, const float *A, size_t lda,
+                               size_t np, float *O, size_t ldo)
+{
+    const size_t rb = cols / 32 * 34;
+    for (size_t d = 0; d < cols; d += 64) {
+        const int nb = cols - d >= 64 ? 2 : 1;
+        __m512 acc[4][4];
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++)
+#pragma GCC unroll 4
+            for (int c = 0; c < 4; c++)
+                acc[v][c] = _mm512_setzero_ps();
+        const unsigned char *blk = V + d / 32 * 34;
+        for (size_t p = 0; p < np; p++, blk += rb) {
+            _mm_prefetch((const char *)blk + PREFETCH_BYTES, _MM_HINT_T0);
+            _mm_prefetch((const char *)blk + PREFETCH_BYTES + 64, _MM_HINT_T0);
+#pragma GCC unroll 2
+            for (int b = 0; b < 2; b++) {
+                if (b == nb)
+                    break;
+                const unsigned char *q = blk + 34 * b;
+                float scale = z_half(q);
+                __m512 w0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 2))));
+                __m512 w1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(q + 18))));
+#pragma GCC unroll 4
+                for (int v = 0; v < NX; v++) {
+                    __m512 a = _mm512_set1_ps(A[v * lda + p] * scale);
+                    acc[v][2 * b] = _mm512_fmadd_ps(a, w0, acc[v][2 * b]);
+                    acc[v][2 * b + 1] = _mm512_fmadd_ps(a, w1, acc[v][2 * b + 1]);
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int v = 0; v < NX; v++)
+#pragma GCC unroll 4
+            for (int c = 0; c < 2 * nb; c++)
+                _mm512_storeu_ps(O + v * ldo + d + 16 * c, acc[v][c]);
+    }
+}
+
+AVX512 static void z_wsum(const void *V, size_t cols, const float *A, size_t lda, size_t n, size_t np, float *O,
+                             size_t ldo)
+{
+    switch (n) {
+    case 1: z_wsum_q8_n(1, V, cols, A, lda, np, O, ldo); break;
+    case 2: z_wsum_q8_n(2, V, cols, A, lda, np, O, ldo); break;
+    case 3: z_wsum_q8_n(3, V, cols, A, lda, np, O, ldo); break;
+    default: z_wsum_q8_n(4, V, cols, A, lda, np, O, ldo); break;
+    }
+}
+
 #endif /* QUANT_X86 */
 
 /* ---- dispatch ------------------------------------------------------------ */
@@ -657,6 +712,22 @@ void quant_to_f32(int isa, moe_dtype t, const void *src, float *dst, size_t n)
 #endif
     for (size_t b = 0; b < n / B; b++)
         deq(t, p + b * bb, dst + b * B);
+}
+
+int quant_wsum_supported(int isa, moe_dtype t)
+{
+    return isa == QUANT_AVX512 && t == MOE_Q8_0;
+}
+
+void quant_wsum(int isa, moe_dtype t, const void *V, size_t cols, const float *A, size_t lda, size_t n, size_t np,
+                float *O, size_t ldo)
+{
+    assert(quant_wsum_supported(isa, t) && cols % 32 == 0 && n >= 1 && n <= 4);
+#ifdef QUANT_X86
+    z_wsum(V, cols, A, lda, n, np, O, ldo);
+#else
+    (void)V, (void)cols, (void)A, (void)lda, (void)n, (void)np, (void)O, (void)ldo;
+#endif
 }
 
 void quant_rows(int isa, moe_dtype t, const void *W, size_t cols, const float *X, size_t n, float *Y, size_t ldy,

@@ -37,6 +37,15 @@ void quant_to_f32(int isa, moe_dtype t, const void *src, float *dst, size_t n);
 void quant_rows(int isa, moe_dtype t, const void *W, size_t cols, const float *X, size_t n, float *Y, size_t ldy,
                 size_t r0, size_t r1);
 
+/* O[v*ldo + d] = Σ over p < np of A[v*lda + p] · V[p][d] for v < n (1-4)
+ * and d < cols, V being np rows of cols (a multiple of the block) side by
+ * side: kern_wsum over a q8_0 KV cache's values. Only where
+ * quant_wsum_supported (Q8_0 with AVX-512); kernels.c dequantises tiles
+ * for its f32 kernels elsewhere. */
+int quant_wsum_supported(int isa, moe_dtype t);
+void quant_wsum(int isa, moe_dtype t, const void *V, size_t cols, const float *A, size_t lda, size_t n, size_t np,
+                float *O, size_t ldo);
+
 /* ---- integer products with 8-bit activations (quant_dot.c) ----------------
  * llama.cpp's arithmetic: each activation vector is quantised to int8 in
  * blocks of 256 with one f32 scale, and a weight block's dot product is
