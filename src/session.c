@@ -27,6 +27,20 @@ static void *alloc3(size_t a, size_t b, size_t c, size_t elem, int *failed)
     return p;
 }
 
+/* The KV cache's buffers for keys and values of type t, and the probe's
+ * copy of one position, each (blocks, positions, n_kv_heads rows of
+ * head_dim values); *failed set on overflow or out of memory. */
+static void kv_alloc(const moe_model *m, int n_ctx, moe_dtype t, unsigned char **k, unsigned char **v,
+                     unsigned char **probe, int *failed)
+{
+    const moe_config *c = &m->cfg;
+    size_t slots = (size_t)c->n_layers * m->kv_slots, nkv = (size_t)c->n_kv_heads;
+    size_t row = kern_row_bytes(t, (size_t)c->head_dim);
+    *k = alloc3(slots, (size_t)n_ctx, nkv * row, 1, failed);
+    *v = alloc3(slots, (size_t)n_ctx, nkv * row, 1, failed);
+    *probe = alloc3(slots, 2 * nkv, row, 1, failed);
+}
+
 /* Rotary frequencies, with the llama3 and linear rescalings as the
  * transformers rope initialisation functions define them. */
 static double rope_inv_freq(const moe_config *c, int i)
@@ -82,7 +96,7 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->n_ctx = n_ctx;
     s->n_batch = n_batch;
     s->kv_type = MOE_F32;
-    s->kv_row = (size_t)c->head_dim * sizeof(float);
+    s->kv_row = kern_row_bytes(MOE_F32, (size_t)c->head_dim);
     size_t nb = (size_t)n_batch, dim = (size_t)c->dim;
     size_t ff = (size_t)c->ff; /* the widest MLP: dense, routed or shared */
     if ((size_t)c->moe_ff > ff)
@@ -117,7 +131,6 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->probe_ok = alloc3(slots, 1, 1, 1, &failed);
     s->probe_out = alloc3((size_t)c->n_layers, dim, 1, sizeof(float), &failed);
     s->probe_logits = alloc3((size_t)c->vocab, 1, 1, sizeof(float), &failed);
-    s->probe_kv = alloc3(slots, 2 * (size_t)c->n_kv_heads, s->kv_row, 1, &failed);
     s->routes = alloc3(nml, 1, 1, sizeof(moe_route), &failed);
     s->group_n = alloc3(ne, 1, 1, sizeof(int), &failed);
     s->group_tok = alloc3(ne, nb, 1, sizeof(int), &failed);
@@ -130,8 +143,7 @@ moe_status moe_session_new(moe_model *m, const moe_session_params *p, moe_sessio
     s->hm3 = alloc3(FEW_ROWS, ff, 1, sizeof(float), &failed);
     s->items = alloc3(2, ne, 1, sizeof(matmul_item), &failed);
     s->logits = alloc3((size_t)c->vocab, 1, 1, sizeof(float), &failed);
-    s->kcache = alloc3(slots, (size_t)n_ctx, (size_t)c->n_kv_heads * s->kv_row, 1, &failed);
-    s->vcache = alloc3(slots, (size_t)n_ctx, (size_t)c->n_kv_heads * s->kv_row, 1, &failed);
+    kv_alloc(m, n_ctx, s->kv_type, &s->kcache, &s->vcache, &s->probe_kv, &failed);
     s->knew = alloc3(nb, kv_dim, 1, sizeof(float), &failed);
     s->vnew = alloc3(nb, kv_dim, 1, sizeof(float), &failed);
     s->acc = alloc3(nb, dim, 1, sizeof(float), &failed);
@@ -253,12 +265,9 @@ moe_status moe_session_set_kv_type(moe_session *s, moe_dtype t, moe_error *err)
                         s->pos);
     if (t == s->kv_type)
         return MOE_OK;
-    size_t slots = (size_t)c->n_layers * s->m->kv_slots, nkv = (size_t)c->n_kv_heads;
-    size_t row = kern_row_bytes(t, (size_t)c->head_dim);
     int failed = 0;
-    unsigned char *k = alloc3(slots, (size_t)s->n_ctx, nkv * row, 1, &failed);
-    unsigned char *v = alloc3(slots, (size_t)s->n_ctx, nkv * row, 1, &failed);
-    void *probe = alloc3(slots, 2 * nkv, row, 1, &failed);
+    unsigned char *k, *v, *probe;
+    kv_alloc(s->m, s->n_ctx, t, &k, &v, &probe, &failed);
     if (failed) {
         free(k), free(v), free(probe);
         return moe_fail(err, MOE_ENOMEM, "out of memory for a %s KV cache of %d tokens", moe_dtype_name(t),
@@ -267,7 +276,7 @@ moe_status moe_session_set_kv_type(moe_session *s, moe_dtype t, moe_error *err)
     free(s->kcache), free(s->vcache), free(s->probe_kv);
     s->kcache = k, s->vcache = v, s->probe_kv = probe;
     s->kv_type = t;
-    s->kv_row = row;
+    s->kv_row = kern_row_bytes(t, (size_t)c->head_dim);
     return MOE_OK;
 }
 
@@ -369,7 +378,7 @@ static void probe_state(moe_session *s, int pos, int save)
     for (size_t slot = 0; slot < slots; slot++)
         for (int h = 0; h < c->n_kv_heads; h++) {
             unsigned char *k = session_kv_at(s, s->kcache, (int)slot, h, pos), *v = session_kv_at(s, s->vcache, (int)slot, h, pos);
-            unsigned char *kk = (unsigned char *)s->probe_kv + (2 * slot * nkv + (size_t)h) * row;
+            unsigned char *kk = s->probe_kv + (2 * slot * nkv + (size_t)h) * row;
             unsigned char *vk = kk + nkv * row;
             memcpy(save ? kk : k, save ? k : kk, row);
             memcpy(save ? vk : v, save ? v : vk, row);

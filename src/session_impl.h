@@ -51,7 +51,8 @@ struct moe_session {
     /* what re-evaluating an earlier token overwrites, kept meanwhile */
     float *probe_in, *probe_out, *probe_logits; /* as last_in, last_out, logits */
     uint8_t *probe_ok;         /* as last_ok */
-    float *probe_kv;           /* (n_layers * kv_slots, 2, kv_dim) one cache row per block */
+    unsigned char *probe_kv;   /* (n_layers * kv_slots, 2, n_kv_heads) head rows of kv_type: one
+                                * cache position per block */
     int *n_chosen;             /* (nb, n_moe_layers) */
     moe_route *routes;         /* (n_moe_layers) handed to the sink */
     /* tokens grouped by expert */
