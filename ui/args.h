@@ -15,9 +15,10 @@ int arg_float(const char *flag, const char *s, double lo, double hi, double *out
  * malloc'ed; the caller frees it. */
 int arg_id_list(const char *flag, const char *s, int32_t **ids);
 
-/* --kv-type: "f32" -> MOE_F32, "f16" -> MOE_F16; --act-type: "f32" ->
- * MOE_F32, "q8" -> MOE_Q8_0 (8-bit activations for K-quant weights). On
- * failure print the error and return 0. */
+/* --kv-type: "f32" -> MOE_F32, "f16" -> MOE_F16, "q8_0" -> MOE_Q8_0;
+ * --act-type: "f32" -> MOE_F32, "q8" -> MOE_Q8_0 (8-bit activations for
+ * K-quant weights). On failure print the error, naming every choice, and
+ * return 0. */
 int arg_kv_type(const char *flag, const char *s, moe_dtype *out);
 int arg_act_type(const char *flag, const char *s, moe_dtype *out);
 /* The help line for --act-type, shared by the commands that take it. */

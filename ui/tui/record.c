@@ -3,7 +3,7 @@
  * control changes after each one), saved by `s` / `:save` and kept in
  * $XDG_STATE_HOME/moescope/autosave.json (autosave-N.json for the Nth
  * explorer running at once) so that a crash, a closed terminal or
- * `kill -9` loses at most the last few tokens. The autosave is written
+ * `kill -9` loses at most the last fraction of a second. The autosave is written
  * after every token while it is small, but never more often than keeps it
  * to a hundredth of the time (a fast model saves every few dozen tokens:
  * the explorer must generate within 5% of `moescope run`'s speed), without
