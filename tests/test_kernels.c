@@ -454,6 +454,47 @@ static void test_vectors(const char *isa)
     ok(axpy, "%s axpy: sizes 0..65535, nothing written past n", isa);
 }
 
+/* Value [p][c] of V, np rows of type t: ldv elements apart, or for Q8_0
+ * blocks of 34 bytes (an f16 scale, 32 int8), rows side by side. */
+static double wsum_value(moe_dtype t, const unsigned char *V, size_t ldv, size_t p, size_t c)
+{
+    if (t != MOE_Q8_0)
+        return ref_decode(t, V, p * ldv + c);
+    const unsigned char *blk = V + p * (ldv / 32 * 34) + c / 32 * 34;
+    uint16_t dh;
+    memcpy(&dh, blk, 2);
+    return ref_f16(dh) * (int8_t)blk[2 + c % 32];
+}
+
+/* kern_wsum of n random weight vectors over V's np rows against double
+ * sums, within TOL of Σ|a·v|, with nothing written past each output row. */
+static int check_wsum(moe_dtype t, const unsigned char *V, size_t ldv, size_t cols, size_t n, size_t np)
+{
+    size_t lda = np + 2, ldo = cols + 1;
+    float *A = random_floats(n * lda), *O = malloc(n * ldo * sizeof *O);
+    for (size_t i = 0; i < n * ldo; i++)
+        O[i] = 99.0f;
+    kern_wsum(t, V, ldv, cols, A, lda, n, np, O, ldo);
+    int good = 1;
+    for (size_t v = 0; v < n; v++) {
+        for (size_t c = 0; c < cols; c++) {
+            double ref = 0, mag = 0;
+            for (size_t p = 0; p < np; p++) {
+                double term = A[v * lda + p] * wsum_value(t, V, ldv, p, c);
+                ref += term;
+                mag += fabs(term);
+            }
+            if (!(fabs(O[v * ldo + c] - ref) <= TOL * mag))
+                good = 0;
+        }
+        if (O[v * ldo + cols] != 99.0f)
+            good = 0;
+    }
+    free(A);
+    free(O);
+    return good;
+}
+
 /* kern_wsum against double sums over the decoded rows: types, 1-6 weight
  * vectors (one and two groups of four), widths across the 16- and 64-lane
  * steps, strided rows, and nothing written between rows of O. */
@@ -465,31 +506,12 @@ static void test_wsum(const char *isa)
         for (size_t wi = 0; wi < sizeof widths / sizeof *widths; wi++)
             for (size_t ci = 0; ci < sizeof counts / sizeof *counts; ci++)
                 for (size_t n = 1; n <= 6; n++) {
-                    size_t cols = widths[wi], np = counts[ci], ldv = cols + 3, lda = np + 2, ldo = cols + 1;
+                    size_t cols = widths[wi], np = counts[ci], ldv = cols + 3;
                     unsigned char *V = malloc((np * ldv + 1) * esize(dtypes[d]));
                     for (size_t i = 0; i < np * ldv; i++)
                         store(dtypes[d], V, i, test_rng_unit(&rng_state));
-                    float *A = random_floats(n * lda), *O = malloc(n * ldo * sizeof *O);
-                    for (size_t i = 0; i < n * ldo; i++)
-                        O[i] = 99.0f;
-                    kern_wsum(dtypes[d], V, ldv, cols, A, lda, n, np, O, ldo);
-                    for (size_t v = 0; v < n; v++) {
-                        for (size_t c = 0; c < cols; c++) {
-                            double ref = 0, mag = 0;
-                            for (size_t p = 0; p < np; p++) {
-                                double term = A[v * lda + p] * ref_decode(dtypes[d], V, p * ldv + c);
-                                ref += term;
-                                mag += fabs(term);
-                            }
-                            if (!(fabs(O[v * ldo + c] - ref) <= TOL * mag))
-                                good = 0;
-                        }
-                        if (O[v * ldo + cols] != 99.0f)
-                            good = 0;
-                    }
+                    good &= check_wsum(dtypes[d], V, ldv, cols, n, np);
                     free(V);
-                    free(A);
-                    free(O);
                 }
     ok(good, "%s wsum: f32, f16 and bf16 rows, 1-6 sums, widths 1..128, 0-33 rows", isa);
 
@@ -501,7 +523,7 @@ static void test_wsum(const char *isa)
     for (size_t wi = 0; wi < 3; wi++)
         for (size_t ci = 0; ci < 4; ci++)
             for (size_t n = 1; n <= 9; n += 4) {
-                size_t cols = qwidths[wi], np = qcounts[ci], rb = cols / 32 * 34, lda = np + 2, ldo = cols + 1;
+                size_t cols = qwidths[wi], np = qcounts[ci], rb = cols / 32 * 34;
                 unsigned char *V = malloc(np * rb + 1);
                 float *row = random_floats(cols);
                 for (size_t p = 0; p < np; p++) {
@@ -509,31 +531,9 @@ static void test_wsum(const char *isa)
                         row[c] = test_rng_unit(&rng_state);
                     quant_q8_0_from_f32(row, cols, V + p * rb);
                 }
-                float *A = random_floats(n * lda), *O = malloc(n * ldo * sizeof *O);
-                for (size_t i = 0; i < n * ldo; i++)
-                    O[i] = 99.0f;
-                kern_wsum(MOE_Q8_0, V, cols, cols, A, lda, n, np, O, ldo);
-                for (size_t v = 0; v < n; v++) {
-                    for (size_t c = 0; c < cols; c++) {
-                        double ref = 0, mag = 0;
-                        for (size_t p = 0; p < np; p++) {
-                            const unsigned char *blk = V + p * rb + c / 32 * 34;
-                            uint16_t dh;
-                            memcpy(&dh, blk, 2);
-                            double term = A[v * lda + p] * ref_f16(dh) * (int8_t)blk[2 + c % 32];
-                            ref += term;
-                            mag += fabs(term);
-                        }
-                        if (!(fabs(O[v * ldo + c] - ref) <= TOL * mag))
-                            good = 0;
-                    }
-                    if (O[v * ldo + cols] != 99.0f)
-                        good = 0;
-                }
+                good &= check_wsum(MOE_Q8_0, V, cols, cols, n, np);
                 free(V);
                 free(row);
-                free(A);
-                free(O);
             }
     ok(good, "%s wsum: Q8_0 rows, 1-9 sums, widths 32..128, 0-300 rows", isa);
 }
